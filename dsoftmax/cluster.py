@@ -1,0 +1,507 @@
+"""Connect to a Dask cluster, or start a private one on this machine.
+
+Three ways to get a :class:`distributed.Client`, all through :func:`get_client`:
+
+* pass a ``Client`` you already made: it is used as is;
+* pass a scheduler address (``tls://host:8786``, ``tcp://host:8786`` or ``host:8786``): one
+  client per address is made and kept for the life of the process, so repeated fits reuse it;
+* pass nothing: the active client (``with Client(...)``, the most recent ``Client(...)``, or the
+  worker's client inside a task) is used; without one, a :class:`distributed.LocalCluster` is
+  started once per process, bound to ``127.0.0.1`` only, and closed when the interpreter exits.
+
+Security: a plain ``tcp://`` link is neither encrypted nor authenticated, and anyone who can
+reach a scheduler can run code on its workers. Connecting to a host other than this machine
+over ``tcp://`` logs a warning; use ``tls://`` with :func:`make_security` (or Dask's own
+``DASK_DISTRIBUTED__COMM__TLS__*`` configuration) for a real cluster.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import logging
+import socket
+import threading
+import weakref
+from pathlib import Path
+
+import dask.system
+import distributed
+import distributed.system
+from dask.utils import format_bytes, parse_bytes
+from distributed.comm.addressing import parse_address, parse_host_port, unparse_address
+from distributed.security import Security
+
+__all__ = [
+    "active_client",
+    "close_local_cluster",
+    "dashboard_link",
+    "describe",
+    "get_client",
+    "local_cluster",
+    "make_security",
+]
+
+logger = logging.getLogger("dsoftmax")
+
+#: Upper bound on the default number of local workers: beyond it, scheduling overhead of the
+#: small per-step tasks outweighs the extra cores on one machine.
+MAX_DEFAULT_LOCAL_WORKERS = 4
+
+#: Share of this machine's memory that a local cluster may use in all, leaving the rest to the
+#: client process, which holds the model and receives the reduced sums.
+LOCAL_MEMORY_FRACTION = 0.8
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+_UNENCRYPTED_SCHEMES = frozenset({"tcp", "ws"})
+_CLOSED_STATES = frozenset({"closing", "closed"})
+_PROBE_TIMEOUT = 2.0  # seconds for the one diagnostic connection after a failure
+
+_lock = threading.RLock()
+_clients_by_address: dict[str, distributed.Client] = {}
+_local_cluster: distributed.LocalCluster | None = None  # started by get_client(None)
+_local_client: distributed.Client | None = None
+_clusters_without_dashboard: weakref.WeakSet[distributed.LocalCluster] = weakref.WeakSet()
+_atexit_registered = False
+
+
+def get_client(
+    client: distributed.Client | str | None = None,
+    *,
+    security: Security | None = None,
+    timeout: float = 30.0,
+) -> distributed.Client:
+    """Return a Dask client: the one given, one connected to an address, or a local one.
+
+    Parameters
+    ----------
+    client : Client, str or None, default None
+        A ``Client`` is returned unchanged. A string is a scheduler address
+        (``tls://host:port``, ``tcp://host:port`` or ``host:port``; without a scheme, ``tls://``
+        is used when ``security`` requires encryption, else ``tcp://``); the client made for it
+        is cached per address and becomes Dask's default client. None returns the active client
+        if there is one, else the client of a :func:`local_cluster` started once per process.
+    security : distributed.security.Security or None, default None
+        TLS credentials for an address, e.g. from :func:`make_security`. None uses Dask's
+        configuration (``DASK_DISTRIBUTED__COMM__TLS__*``).
+    timeout : float, default 30.0
+        Seconds to wait for the scheduler at an address to answer.
+
+    Returns
+    -------
+    distributed.Client
+
+    Raises
+    ------
+    ConnectionError
+        When the scheduler at the address cannot be reached in ``timeout`` seconds.
+    ValueError
+        When the address and the security settings disagree (``tcp://`` with encryption
+        required, ``tls://`` without credentials), or ``timeout`` is not positive.
+    TypeError
+        When ``client`` is neither a Client, a string nor None.
+
+    Examples
+    --------
+    >>> security = make_security("ca.pem", "client.pem", "client.key")  # doctest: +SKIP
+    >>> client = get_client("tls://scheduler.example.org:8786", security=security)  # doctest: +SKIP
+    >>> print(describe(client))  # doctest: +SKIP
+    scheduler tls://10.0.0.5:8786, 8 workers, 8 threads, 100.00 GiB memory, dashboard ...
+    """
+    if isinstance(client, distributed.Client):
+        return client
+    if client is None:
+        return active_client() or _client_of_local_cluster()
+    if isinstance(client, str):
+        return _client_for_address(client, security=security, timeout=timeout)
+    raise TypeError(
+        f"client must be a distributed.Client, a scheduler address string or None; got "
+        f"{type(client).__name__} {client!r}. Pass e.g. 'tls://host:8786', or None for a "
+        "local cluster."
+    )
+
+
+def local_cluster(
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str | int | None = "auto",
+    dashboard: bool = True,
+) -> distributed.LocalCluster:
+    """Start a new cluster of worker processes on this machine, reachable from it only.
+
+    Scheduler, nannies, workers and dashboard all listen on ``127.0.0.1``: nothing on the
+    network can reach them. :func:`get_client` calls this once per process; call it yourself
+    for a cluster with other settings (and close it).
+
+    Parameters
+    ----------
+    n_workers : int or None, default None
+        Worker processes; None means ``min(CPU count, 4)`` (the CPU count honours CPU affinity
+        and container quotas).
+    threads_per_worker : int, default 1
+        Threads per worker. One thread per process keeps NumPy's BLAS to one core per worker
+        (Dask's nanny sets ``OMP_NUM_THREADS=1`` and the like) so workers do not oversubscribe.
+    memory_limit : str, int or None, default "auto"
+        Memory per worker: ``"auto"`` splits 80% of this machine's memory evenly between the
+        workers; a size such as ``"4GiB"`` or a number of bytes sets it directly; None or 0
+        sets no limit.
+    dashboard : bool, default True
+        Serve Dask's dashboard on a free port of ``127.0.0.1``. It needs ``bokeh``; without it,
+        the dashboard is turned off (logged at INFO, no warning).
+
+    Returns
+    -------
+    distributed.LocalCluster
+        The caller owns it: close it with ``cluster.close()`` (after its clients).
+
+    Notes
+    -----
+    Workers are spawned processes, which import the ``__main__`` module: a script that starts
+    a local cluster must do so under ``if __name__ == "__main__":``.
+    """
+    n_workers = _default_n_workers() if n_workers is None else n_workers
+    _check_positive_int("n_workers", n_workers)
+    _check_positive_int("threads_per_worker", threads_per_worker)
+    per_worker_memory = _per_worker_memory(memory_limit, n_workers)
+    with_dashboard = dashboard and _bokeh_available()
+    if dashboard and not with_dashboard:
+        logger.info("Dask dashboard disabled: it needs bokeh (pip install bokeh).")
+    cluster = distributed.LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=True,
+        memory_limit=per_worker_memory,
+        host="127.0.0.1",
+        # Even with the dashboard off the scheduler serves /health on an HTTP port: bind it to
+        # loopback and a free port (the default, 8787, clashes between processes).
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"dashboard": with_dashboard},
+    )
+    if not with_dashboard:
+        _clusters_without_dashboard.add(cluster)
+    return cluster
+
+
+def make_security(
+    tls_ca_file: str | Path | None = None,
+    tls_cert: str | Path | None = None,
+    tls_key: str | Path | None = None,
+) -> Security | None:
+    """Build client TLS settings (mutual TLS, encryption required) from three PEM files.
+
+    Parameters
+    ----------
+    tls_ca_file : str or Path, optional
+        CA certificate(s) that signed the scheduler's certificate.
+    tls_cert : str or Path, optional
+        This client's certificate, signed by a CA the scheduler trusts.
+    tls_key : str or Path, optional
+        The private key of ``tls_cert`` (the same path as ``tls_cert`` when the file holds both).
+
+    Returns
+    -------
+    distributed.security.Security or None
+        None when all three are None, so that Dask's own configuration
+        (``DASK_DISTRIBUTED__COMM__TLS__*``) applies.
+
+    Raises
+    ------
+    ValueError
+        When only some of the three are given, a file does not exist, or the files do not
+        load as a certificate chain.
+    """
+    given = {"tls_ca_file": tls_ca_file, "tls_cert": tls_cert, "tls_key": tls_key}
+    if all(path is None for path in given.values()):
+        return None
+    missing = [name for name, path in given.items() if path is None]
+    if missing:
+        raise ValueError(
+            f"TLS needs tls_ca_file, tls_cert and tls_key together; missing: {', '.join(missing)}. "
+            "Pass all three PEM files (CLI: --tls-ca-file, --tls-cert, --tls-key), or none to use "
+            "Dask's configuration."
+        )
+    for name, path in given.items():
+        if not Path(path).is_file():
+            raise ValueError(
+                f"{name} file not found: '{path}'. Pass the path of an existing PEM file."
+            )
+    security = Security(
+        tls_ca_file=str(tls_ca_file),
+        tls_client_cert=str(tls_cert),
+        tls_client_key=str(tls_key),
+        require_encryption=True,
+    )
+    try:
+        security.get_connection_args("client")
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ValueError(
+            f"could not load the TLS files (tls_ca_file='{tls_ca_file}', tls_cert='{tls_cert}', "
+            f"tls_key='{tls_key}'): {exc}. Check that they are PEM files and that the key "
+            "matches the certificate."
+        ) from exc
+    return security
+
+
+def dashboard_link(client: distributed.Client) -> str | None:
+    """Return the URL of the scheduler's dashboard, or None when it serves none.
+
+    For a remote scheduler this is the HTTP port it advertises: without bokeh there, that
+    page only says how to install it.
+
+    Parameters
+    ----------
+    client : distributed.Client
+
+    Returns
+    -------
+    str or None
+    """
+    cluster = getattr(client, "cluster", None)
+    if cluster is not None and cluster in _clusters_without_dashboard:
+        return None
+    try:
+        link = client.dashboard_link
+    except (KeyError, AttributeError):  # the scheduler advertises no "dashboard" service
+        return None
+    return link or None
+
+
+def describe(client: distributed.Client) -> str:
+    """Summarize a cluster on one line: scheduler, workers, threads, memory, dashboard.
+
+    Parameters
+    ----------
+    client : distributed.Client
+
+    Returns
+    -------
+    str
+        E.g. ``"scheduler tcp://127.0.0.1:40131, 2 workers, 2 threads, 15.36 GiB memory,
+        dashboard http://127.0.0.1:39977/status"``.
+    """
+    info = client.scheduler_info(n_workers=-1)
+    workers = info.get("workers", {}).values()
+    n_threads = sum(worker.get("nthreads", 0) for worker in workers)
+    limits = [worker.get("memory_limit") for worker in workers]
+    if any(not limit for limit in limits):
+        memory = "memory not limited"
+    else:
+        memory = f"{format_bytes(sum(limits))} memory"
+    link = dashboard_link(client) or "none"
+    return (
+        f"scheduler {info.get('address', client.scheduler.address)}, "
+        f"{_plural(len(workers), 'worker')}, {_plural(n_threads, 'thread')}, {memory}, "
+        f"dashboard {link}"
+    )
+
+
+def close_local_cluster() -> None:
+    """Close the local cluster that :func:`get_client` started, and its client, if any.
+
+    The next ``get_client(None)`` without an active client starts a new one.
+    """
+    global _local_cluster, _local_client
+    with _lock:
+        client, cluster = _local_client, _local_cluster
+        _local_client = _local_cluster = None
+    # Client first: closing the cluster under a live client makes the client try to reconnect.
+    if client is not None:
+        client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def active_client() -> distributed.Client | None:
+    """The client a ``with Client(...)`` block or the latest default ``Client`` made, if any;
+    never starts a cluster."""
+    try:
+        # Unlike default_client(), this also finds the worker's client inside a task.
+        client = distributed.get_client()
+    except ValueError:  # "No global client found and no address provided"
+        return None
+    return None if client.status in _CLOSED_STATES else client
+
+
+def _client_of_local_cluster() -> distributed.Client:
+    global _local_cluster, _local_client, _atexit_registered
+    with _lock:
+        if _local_client is not None and _local_client.status not in _CLOSED_STATES:
+            return _local_client
+        close_local_cluster()  # one the user closed half-way (client or cluster)
+        cluster = local_cluster()
+        client = distributed.Client(cluster)
+        _local_cluster, _local_client = cluster, client
+        if not _atexit_registered:
+            # Registered after distributed's own exit hooks, so it runs before them.
+            atexit.register(close_local_cluster)
+            _atexit_registered = True
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("Started a local Dask cluster: %s", describe(client))
+    return client
+
+
+def _client_for_address(
+    address: str, *, security: Security | None, timeout: float
+) -> distributed.Client:
+    if not address.strip():
+        raise ValueError(
+            "scheduler address is empty. Pass e.g. 'tls://host:8786', or None for a local cluster."
+        )
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}.")
+    effective_security = security if security is not None else Security()
+    address = _normalize_address(address.strip(), effective_security)
+    with _lock:
+        cached = _clients_by_address.get(address)
+        if cached is not None and cached.status not in _CLOSED_STATES:
+            return cached
+        _check_scheme_matches_security(address, effective_security)
+        _warn_if_unencrypted_remote(address)
+        try:
+            client = distributed.Client(address, security=security, timeout=timeout)
+        except OSError as exc:  # TimeoutError and refused connections are OSErrors
+            raise ConnectionError(_connection_failure_message(address, timeout, exc)) from exc
+        _clients_by_address[address] = client
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("Connected to Dask: %s", describe(client))
+    return client
+
+
+def _normalize_address(address: str, security: Security) -> str:
+    if "://" in address:
+        return address
+    scheme = "tls" if security.require_encryption else "tcp"
+    return unparse_address(scheme, address)
+
+
+def _check_scheme_matches_security(address: str, security: Security) -> None:
+    scheme, location = parse_address(address)
+    if scheme in _UNENCRYPTED_SCHEMES and security.require_encryption:
+        raise ValueError(
+            f"scheduler address {address} uses unencrypted {scheme}:// but the TLS settings "
+            f"require encryption. Use tls://{location}."
+        )
+    if scheme == "tls" and security.get_connection_args("client")["ssl_context"] is None:
+        raise ValueError(
+            f"scheduler address {address} needs TLS credentials and none were given. Pass "
+            "security=make_security(ca_file, cert, key) (CLI: --tls-ca-file, --tls-cert, "
+            "--tls-key) or set DASK_DISTRIBUTED__COMM__TLS__* in the environment."
+        )
+
+
+def _warn_if_unencrypted_remote(address: str) -> None:
+    scheme, location = parse_address(address)
+    if scheme not in _UNENCRYPTED_SCHEMES:
+        return
+    host, _ = parse_host_port(location)
+    if not _is_loopback(host):
+        logger.warning(
+            "Connecting to %s over unencrypted, unauthenticated %s://: anyone on the network "
+            "can read the traffic, and anyone who can reach the scheduler can run code on its "
+            "workers. Use tls://%s with --tls-ca-file/--tls-cert/--tls-key.",
+            address,
+            scheme,
+            location,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost
+        return False
+
+
+def _connection_failure_message(address: str, timeout: float, exc: BaseException) -> str:
+    return (
+        f"Could not connect to the Dask scheduler at {address} within {timeout:g} s "
+        f"({_diagnose(address, timeout) or _root_cause(exc)}). Is `dask scheduler` running "
+        "there and reachable from here? For a TLS cluster use tls:// and "
+        "--tls-ca-file/--tls-cert/--tls-key."
+    )
+
+
+def _diagnose(address: str, timeout: float) -> str | None:
+    """Say why a TCP connection to the address fails, or that it does not."""
+    scheme, location = parse_address(address)
+    if scheme not in {"tcp", "tls"}:
+        return None
+    host, port = parse_host_port(location)
+    # Dask retries until its timeout and keeps only the last attempt's error, which is often
+    # the cancellation itself; one plain connection attempt names the cause reliably.
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout, _PROBE_TIMEOUT)):
+            pass
+    except ConnectionRefusedError:
+        return f"connection refused: nothing listens on port {port} of {host}"
+    except socket.gaierror as exc:
+        return f"host name {host!r} not found: {exc.strerror}"
+    except TimeoutError:
+        return f"no answer from {host}:{port}: the host is down or a firewall drops the traffic"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return (
+        f"{host}:{port} accepts connections but did not answer as a Dask scheduler, e.g. "
+        "tcp:// against a TLS scheduler or tls:// against a plain one"
+    )
+
+
+def _root_cause(exc: BaseException) -> str:
+    root = exc
+    seen = {id(root)}
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        root = nxt
+    if not str(root):
+        root = exc
+    return f"{type(root).__name__}: {root}"
+
+
+def _default_n_workers() -> int:
+    return max(1, min(dask.system.CPU_COUNT, MAX_DEFAULT_LOCAL_WORKERS))
+
+
+def _per_worker_memory(memory_limit: str | int | None, n_workers: int) -> int | str | None:
+    if memory_limit is None:
+        return None
+    if memory_limit == "auto":
+        return int(LOCAL_MEMORY_FRACTION * distributed.system.MEMORY_LIMIT / n_workers)
+    if isinstance(memory_limit, bool) or not isinstance(memory_limit, int | str):
+        raise TypeError(
+            f"memory_limit must be 'auto', a size string such as '4GiB', a number of bytes or "
+            f"None; got {type(memory_limit).__name__} {memory_limit!r}."
+        )
+    if isinstance(memory_limit, str):
+        try:
+            parse_bytes(memory_limit)
+        except ValueError as exc:
+            raise ValueError(
+                f"memory_limit {memory_limit!r} is not a size. Pass 'auto', a size such as "
+                "'4GiB', a number of bytes or None."
+            ) from exc
+    elif memory_limit < 0:
+        raise ValueError(
+            f"memory_limit must be a non-negative number of bytes; got {memory_limit}. "
+            "Pass 0 or None for no limit."
+        )
+    return memory_limit
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+
+
+def _bokeh_available() -> bool:
+    # The same import the scheduler tries; it also fails when bokeh is too old for Dask.
+    try:
+        import distributed.dashboard.scheduler  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

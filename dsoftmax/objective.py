@@ -1,0 +1,375 @@
+r"""The objective of L2-regularized multinomial logistic (softmax) regression, in pure NumPy.
+
+Notation (the derivation is in ``docs/derivation.md``)
+------------------------------------------------------
+``X``  : ndarray of shape (n_samples, n_features), float32 or float64.
+``y``  : ndarray of shape (n_samples,), integer class ids in ``[0, n_classes)``, **or**
+``Y``  : ndarray of shape (n_samples, n_classes), one-hot or probability rows.
+``w``  : ndarray of shape (n_samples,), optional non-negative sample weights (default 1).
+``W``  : ndarray of shape (n_classes, n_features), one row ``w_k`` per class ("coef").
+``b``  : ndarray of shape (n_classes,), the intercept, **not** penalized.
+
+.. math::
+
+    \Phi = X W^\top + b,\qquad P = \operatorname{softmax}(\Phi)\ \text{row-wise},
+
+    J(W, b) = -\frac{1}{S}\sum_i w_i \sum_k Y_{ik}\log P_{ik} + \lambda \lVert W\rVert_F^2,
+    \qquad S = \sum_i w_i\ (= N \text{ without weights}),
+
+    \nabla_W J = \frac{1}{S} T^\top X + 2\lambda W,\qquad
+    \nabla_b J = \frac{1}{S}\sum_i T_i,\qquad T_{ik} = w_i\,(P_{ik} - Y_{ik}).
+
+The penalty covers every row of ``W``; the intercept is unpenalized. scikit-learn's
+``LogisticRegression(C=C)`` minimizes the same function with ``λ = 1 / (2·C·S)``; Spark MLlib's
+``regParam`` (with ``elasticNetParam=0``) is ``λ = regParam / 2``.
+
+Data-parallel shape
+-------------------
+:func:`block_sums` returns *sums*, never means, for one block of rows: the weighted loss sum,
+``Tᵀ X_b``, ``Σ T_b`` and ``S_b``. Sums of any split of the rows add up to the sums of the
+whole (:func:`add_sums`), so uneven blocks weigh correctly; :func:`finalize` divides by the
+global ``S`` and adds ``2λW`` exactly once, after the reduce.
+
+Precision: the matrix products run in the dtype of ``X`` (float32 data stays float32, for
+speed); every accumulator returned (:class:`BlockSums`) is float64.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "BlockMetrics",
+    "BlockSums",
+    "Params",
+    "add_metrics",
+    "add_sums",
+    "block_metrics",
+    "block_sums",
+    "decision_function",
+    "finalize",
+    "l2_from_sklearn_C",
+    "l2_from_spark_reg_param",
+    "log_softmax",
+    "loss_and_grad",
+    "softmax",
+    "sum_blocks",
+]
+
+#: Rows per inner sub-block: big enough that BLAS dominates, small enough that the
+#: (n_classes × rows) temporaries stay in cache.
+SUB_BLOCK_ROWS = 16384
+
+
+class Params(NamedTuple):
+    """Model parameters.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (n_classes, n_features)
+        ``W``, one row per class.
+    intercept : ndarray of shape (n_classes,) or None
+        ``b``; None when the model has no intercept.
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray | None
+
+
+class BlockSums(NamedTuple):
+    """Partial sums of one block of rows; add them with :func:`add_sums`.
+
+    Attributes
+    ----------
+    loss_sum : float
+        ``-Σ_i w_i Σ_k Y_ik log P_ik`` over the block.
+    grad_coef_sum : ndarray of shape (n_classes, n_features), float64
+        ``T_bᵀ X_b``.
+    grad_intercept_sum : ndarray of shape (n_classes,), float64
+        ``Σ_i T_i`` over the block.
+    weight_sum : float
+        ``Σ_i w_i`` (the row count without weights).
+    """
+
+    loss_sum: float
+    grad_coef_sum: np.ndarray
+    grad_intercept_sum: np.ndarray
+    weight_sum: float
+
+
+class BlockMetrics(NamedTuple):
+    """Evaluation sums of one block: weighted loss, weighted correct predictions, weight."""
+
+    loss_sum: float
+    correct_sum: float
+    weight_sum: float
+
+
+def l2_from_sklearn_C(C: float, n_samples: float) -> float:  # noqa: N802 - scikit-learn's name
+    """Convert scikit-learn's ``C`` to this package's ``λ``: ``λ = 1 / (2·C·n_samples)``.
+
+    ``n_samples`` is the sum of the sample weights when weights are used.
+    """
+    if not C > 0:
+        raise ValueError(f"C must be > 0, got {C!r}.")
+    if not n_samples > 0:
+        raise ValueError(f"n_samples must be > 0, got {n_samples!r}.")
+    return 1.0 / (2.0 * C * n_samples)
+
+
+def l2_from_spark_reg_param(reg_param: float) -> float:
+    """Convert Spark MLlib's ``regParam`` (``elasticNetParam=0``) to ``λ = regParam / 2``."""
+    if not reg_param >= 0:
+        raise ValueError(f"regParam must be >= 0, got {reg_param!r}.")
+    return reg_param / 2.0
+
+
+def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Stable ``log softmax`` along ``axis``: ``φ - max φ - log Σ exp(φ - max φ)``."""
+    shifted = logits - np.max(logits, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Stable softmax along ``axis`` (max-shifted, so logits of ±1e4 stay finite)."""
+    shifted = np.exp(logits - np.max(logits, axis=axis, keepdims=True))
+    shifted /= np.sum(shifted, axis=axis, keepdims=True)
+    return shifted
+
+
+def decision_function(params: Params, X: np.ndarray) -> np.ndarray:
+    """Logits ``Φ = X Wᵀ + b`` of shape (n_samples, n_classes), in the dtype of ``X``."""
+    coef = np.asarray(params.coef, dtype=X.dtype)
+    logits = X @ coef.T
+    if params.intercept is not None:
+        logits += np.asarray(params.intercept, dtype=X.dtype)
+    return logits
+
+
+def _class_major_logits(params: Params, X: np.ndarray) -> np.ndarray:
+    """Logits laid out as ``W Xᵀ + b`` (n_classes, rows): the softmax then reduces over
+    contiguous rows of length ``rows`` instead of over tiny rows of length n_classes."""
+    coef = np.asarray(params.coef, dtype=X.dtype)
+    logits = coef @ X.T
+    if params.intercept is not None:
+        logits += np.asarray(params.intercept, dtype=X.dtype)[:, None]
+    return logits
+
+
+def _labels_kind(labels: np.ndarray, n_classes: int, n_rows: int) -> str:
+    if labels.ndim == 1 and labels.shape[0] == n_rows:
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(
+                f"class-id labels must be integers, got dtype {labels.dtype}; "
+                "pass one-hot or probability rows as a 2-D float array."
+            )
+        return "ids"
+    if labels.ndim == 2 and labels.shape == (n_rows, n_classes):
+        return "rows"
+    raise ValueError(
+        f"labels must have shape ({n_rows},) (class ids) or ({n_rows}, {n_classes}) "
+        f"(one-hot/probability rows), got {labels.shape}."
+    )
+
+
+def _sub_block_sums(
+    params: Params,
+    X: np.ndarray,
+    labels: np.ndarray,
+    kind: str,
+    sample_weight: np.ndarray | None,
+) -> BlockSums:
+    """Sums for one sub-block; everything (n_classes, rows) is class-major."""
+    n_rows = X.shape[0]
+    shifted = _class_major_logits(params, X)
+    shifted -= shifted.max(axis=0)
+    if kind == "ids":
+        # Flat indexing picks Φ_{y_i, i} without building a one-hot matrix.
+        flat_target = labels.astype(np.intp) * n_rows + np.arange(n_rows)
+        target_logit = shifted.ravel()[flat_target]
+    else:
+        target_rows = labels.T.astype(X.dtype, copy=False)
+        target_logit = np.einsum("ki,ki->i", target_rows, shifted)
+    probs = np.exp(shifted, out=shifted)
+    normalizer = probs.sum(axis=0)
+    probs /= normalizer
+    log_normalizer = np.log(normalizer)
+    if kind == "ids":
+        row_loss = log_normalizer - target_logit
+        probs.ravel()[flat_target] -= 1
+    else:
+        # A row summing to s_i != 1 weighs its log-normalizer by s_i, so its residual is
+        # s_i P_i - Y_i (docs/derivation.md); one-hot and probability rows have s_i = 1.
+        target_sum = target_rows.sum(axis=0)
+        row_loss = target_sum * log_normalizer - target_logit
+        probs *= target_sum
+        probs -= target_rows
+    residual = probs  # T_b transposed: (n_classes, rows)
+    if sample_weight is None:
+        weight_sum = float(n_rows)
+        loss_sum = float(np.sum(row_loss, dtype=np.float64))
+    else:
+        weights = sample_weight.astype(X.dtype, copy=False)
+        residual *= weights
+        weight_sum = float(np.sum(sample_weight, dtype=np.float64))
+        loss_sum = float(np.dot(row_loss.astype(np.float64), sample_weight.astype(np.float64)))
+    return BlockSums(
+        loss_sum=loss_sum,
+        grad_coef_sum=(residual @ X).astype(np.float64),
+        grad_intercept_sum=residual.sum(axis=1, dtype=np.float64),
+        weight_sum=weight_sum,
+    )
+
+
+def block_sums(
+    params: Params,
+    X: np.ndarray,
+    labels: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+    *,
+    sub_block_rows: int = SUB_BLOCK_ROWS,
+) -> BlockSums:
+    """Loss and gradient *sums* over one block of rows.
+
+    Parameters
+    ----------
+    params : Params
+        ``coef`` of shape (n_classes, n_features) and optional ``intercept`` (n_classes,).
+    X : ndarray of shape (n_rows, n_features)
+        float32 or float64; the matrix products run in this dtype.
+    labels : ndarray of shape (n_rows,) or (n_rows, n_classes)
+        Integer class ids, or one-hot / probability rows.
+    sample_weight : ndarray of shape (n_rows,), optional
+        Non-negative row weights; None means all ones.
+    sub_block_rows : int
+        Rows per inner pass; results do not depend on it beyond float rounding.
+
+    Returns
+    -------
+    BlockSums
+        float64 sums; divide and regularize once, after adding blocks, with :func:`finalize`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.eye(3)
+    >>> params = Params(np.zeros((2, 3)), np.zeros(2))
+    >>> s = block_sums(params, X, np.array([0, 1, 1]))
+    >>> round(s.loss_sum / s.weight_sum, 6)  # log(2): uniform over two classes
+    0.693147
+    """
+    n_classes = params.coef.shape[0]
+    kind = _labels_kind(labels, n_classes, X.shape[0])
+    total = empty_sums(n_classes, X.shape[1])
+    for start in range(0, X.shape[0], sub_block_rows):
+        rows = slice(start, start + sub_block_rows)
+        weights = None if sample_weight is None else sample_weight[rows]
+        total = add_sums(total, _sub_block_sums(params, X[rows], labels[rows], kind, weights))
+    return total
+
+
+def empty_sums(n_classes: int, n_features: int) -> BlockSums:
+    """The zero of :func:`add_sums`."""
+    return BlockSums(0.0, np.zeros((n_classes, n_features)), np.zeros(n_classes), 0.0)
+
+
+def add_sums(left: BlockSums, right: BlockSums) -> BlockSums:
+    """Add two :class:`BlockSums` (float64)."""
+    return BlockSums(
+        left.loss_sum + right.loss_sum,
+        left.grad_coef_sum + right.grad_coef_sum,
+        left.grad_intercept_sum + right.grad_intercept_sum,
+        left.weight_sum + right.weight_sum,
+    )
+
+
+def sum_blocks(parts: list[BlockSums]) -> BlockSums:
+    """Add a non-empty list of sums left to right (a fixed order, so results are reproducible)."""
+    if not parts:
+        raise ValueError("sum_blocks needs at least one BlockSums.")
+    total = parts[0]
+    for part in parts[1:]:
+        total = add_sums(total, part)
+    return total
+
+
+def finalize(sums: BlockSums, params: Params, l2: float) -> tuple[float, Params]:
+    """Turn reduced sums into the objective and its gradient.
+
+    Parameters
+    ----------
+    sums : BlockSums
+        Sums over every row that takes part (all rows, or one minibatch).
+    params : Params
+        The parameters the sums were computed at.
+    l2 : float
+        ``λ`` in ``λ ‖W‖²_F``.
+
+    Returns
+    -------
+    loss : float
+        ``loss_sum / S + λ ‖W‖²_F``.
+    grad : Params
+        ``(grad_coef_sum / S + 2λW, grad_intercept_sum / S)`` in float64; the intercept
+        gradient is None when ``params.intercept`` is None.
+    """
+    if not sums.weight_sum > 0:
+        raise ValueError(
+            f"the total sample weight is {sums.weight_sum}; at least one row needs a "
+            "positive weight."
+        )
+    coef = np.asarray(params.coef, dtype=np.float64)
+    scale = 1.0 / sums.weight_sum
+    loss = sums.loss_sum * scale + l2 * float(np.vdot(coef, coef))
+    grad_coef = sums.grad_coef_sum * scale + (2.0 * l2) * coef
+    grad_intercept = None if params.intercept is None else sums.grad_intercept_sum * scale
+    return loss, Params(grad_coef, grad_intercept)
+
+
+def loss_and_grad(
+    params: Params,
+    X: np.ndarray,
+    labels: np.ndarray,
+    l2: float,
+    sample_weight: np.ndarray | None = None,
+) -> tuple[float, Params]:
+    """Single-machine reference: the objective and its gradient over all of ``X``.
+
+    Equivalent to ``finalize(block_sums(params, X, labels, sample_weight), params, l2)``.
+    """
+    return finalize(block_sums(params, X, labels, sample_weight), params, l2)
+
+
+def block_metrics(
+    params: Params,
+    X: np.ndarray,
+    labels: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+) -> BlockMetrics:
+    """Weighted cross-entropy sum, weighted count of correct predictions and weight sum.
+
+    For probability rows, a prediction counts as correct when it matches the row's argmax.
+    """
+    n_classes = params.coef.shape[0]
+    kind = _labels_kind(labels, n_classes, X.shape[0])
+    weights = np.ones(X.shape[0]) if sample_weight is None else sample_weight.astype(np.float64)
+    log_probs = log_softmax(_class_major_logits(params, X), axis=0)
+    if kind == "ids":
+        targets = labels.astype(np.intp)
+        row_loss = -log_probs[targets, np.arange(X.shape[0])]
+    else:
+        targets = np.argmax(labels, axis=1)
+        row_loss = -np.einsum("ik,ki->i", labels.astype(X.dtype, copy=False), log_probs)
+    correct = np.argmax(log_probs, axis=0) == targets
+    return BlockMetrics(
+        loss_sum=float(np.dot(row_loss.astype(np.float64), weights)),
+        correct_sum=float(np.dot(correct.astype(np.float64), weights)),
+        weight_sum=float(weights.sum()),
+    )
+
+
+def add_metrics(left: BlockMetrics, right: BlockMetrics) -> BlockMetrics:
+    """Add two :class:`BlockMetrics`."""
+    return BlockMetrics(*(a + b for a, b in zip(left, right, strict=True)))
