@@ -68,6 +68,8 @@ class Engine(Protocol):
 
     n_samples: int
     chunk_rows: tuple[int, ...]
+    #: True when rows carry sample or class weights.
+    weighted: bool
 
     def sums(self, params: Params, batch: RowBatch | None = None) -> BlockSums: ...
 
@@ -211,7 +213,13 @@ class LocalEngine:
             for lo, hi in itertools.pairwise(starts)
         ]
         self.class_weight = class_weight
+        self._has_sample_weight = sample_weight is not None
         self.n_round_trips = 0
+
+    @property
+    def weighted(self) -> bool:
+        """True when rows carry sample or class weights."""
+        return self._has_sample_weight or self.class_weight is not None
 
     def sums(self, params: Params, batch: RowBatch | None = None) -> BlockSums:
         batch = batch or full_batch(self.chunk_rows)
@@ -298,6 +306,7 @@ class DaskEngine:
         self.n_samples = int(X.shape[0])
         self.chunk_rows = tuple(int(c) for c in X.chunks[0])
         self.class_weight = class_weight
+        self._has_sample_weight = sample_weight is not None
         self.n_round_trips = 0
         self._evaluations = 0
         self._placement: dict[int, str] | None = None
@@ -373,6 +382,11 @@ class DaskEngine:
         )
         # Block order, not worker order: the same additions whatever the placement.
         return tree_reduce([per_block[index] for index, _ in batch.blocks], add_group)
+
+    @property
+    def weighted(self) -> bool:
+        """True when rows carry sample or class weights."""
+        return self._has_sample_weight or self.class_weight is not None
 
     def sums(self, params: Params, batch: RowBatch | None = None) -> BlockSums:
         """Loss and gradient sums over the rows of ``batch`` (every row when None)."""

@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import objective
@@ -34,6 +35,14 @@ __all__ = ["SoftmaxRegression"]
 _SCHEDULES = ("constant", "inverse_scaling", "step_decay", "cosine")
 #: Rows per block when a NumPy array is spread over a cluster (keeps each task under ~8 MB).
 _NUMPY_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+def _uses_minibatches(model: SoftmaxRegression) -> bool:
+    if model.solver not in ("sgd", "adam"):
+        raise AttributeError(
+            f"partial_fit needs solver='sgd' or solver='adam', not {model.solver!r}."
+        )
+    return True
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -68,7 +77,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Iterations for L-BFGS, epochs for sgd/adam.
     tol : float, default=1e-4
         L-BFGS: stop when the largest gradient component is below ``tol``. sgd/adam: stop when
-        the monitored loss has not improved by ``tol`` (relative) for ``n_iter_no_change`` epochs.
+        the monitored loss has not improved by at least ``tol`` for ``n_iter_no_change`` epochs.
     early_stopping : bool, default=False
         sgd/adam: hold out ``validation_fraction`` of the rows and monitor their loss.
     validation_fraction : float, default=0.1
@@ -182,6 +191,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self._fit_prepared(data, config, warm=warm, optimizer_state=None, partial=False)
         return self
 
+    @available_if(_uses_minibatches)
     def partial_fit(
         self, X: Any, y: Any = None, classes: Any = None, sample_weight: Any = None
     ) -> SoftmaxRegression:
@@ -191,11 +201,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         scikit-learn.
         """
         config = self._train_config()
-        if config.solver == "lbfgs":
-            raise ValueError(
-                "partial_fit runs minibatch epochs: set solver='sgd' or solver='adam' "
-                "(got 'lbfgs')."
-            )
         first_call = not hasattr(self, "coef_")
         if first_call and classes is None and not isinstance(X, Dataset):
             raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -231,10 +236,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         partial: bool,
         epoch: int = 0,
     ) -> None:
-        if warm and (self.coef_.shape != (data.n_classes, data.n_features)):
+        if warm and self.n_features_in_ != data.n_features:
             raise ValueError(
-                f"warm start needs the previous shape {self.coef_.shape}, got "
-                f"({data.n_classes}, {data.n_features}); refit with warm_start=False."
+                f"X has {data.n_features} features, but SoftmaxRegression is expecting "
+                f"{self.n_features_in_} features as input (from the previous fit); refit with "
+                "warm_start=False for new data."
             )
         engine = self._make_engine(data)
         try:
@@ -348,7 +354,21 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     # -------------------------------------------------------------- predicting
     def decision_function(self, X: Any) -> Any:
-        """Logits ``X coef_ᵀ + intercept_``, shape (n_samples, n_classes); lazy for Dask input."""
+        """Logits ``X coef_ᵀ + intercept_``; lazy for Dask input.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes), or (n_samples,) with two classes
+            With two classes, scikit-learn's convention: the score of ``classes_[1]`` minus
+            that of ``classes_[0]`` (positive means ``classes_[1]``).
+        """
+        logits = self._logits(X)
+        if len(self.classes_) != 2:
+            return logits
+        return logits[:, 1] - logits[:, 0]
+
+    def _logits(self, X: Any) -> Any:
+        """Logits of every class, shape (n_samples, n_classes)."""
         check_is_fitted(self)
         X = self._features(X)
         params = Params(self.coef_, self.intercept_)
@@ -360,21 +380,21 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def predict_log_proba(self, X: Any) -> Any:
         """Log-probabilities, shape (n_samples, n_classes)."""
-        logits = self.decision_function(X)
+        logits = self._logits(X)
         if isinstance(logits, da.Array):
             return logits.map_blocks(objective.log_softmax, dtype=logits.dtype)
         return objective.log_softmax(logits)
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities, shape (n_samples, n_classes); rows sum to 1."""
-        logits = self.decision_function(X)
+        logits = self._logits(X)
         if isinstance(logits, da.Array):
             return logits.map_blocks(objective.softmax, dtype=logits.dtype)
         return objective.softmax(logits)
 
     def predict(self, X: Any) -> Any:
         """Most probable class label per row (original label values)."""
-        logits = self.decision_function(X)
+        logits = self._logits(X)
         if isinstance(logits, da.Array):
             return logits.map_blocks(
                 _block_predict, self.classes_, dtype=self.classes_.dtype, drop_axis=1

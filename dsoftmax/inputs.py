@@ -8,14 +8,12 @@ distributed work.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
 import numpy as np
-from sklearn.exceptions import DataConversionWarning
-from sklearn.utils import check_array
+from sklearn.utils import check_array, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
 
 from .data import Dataset
@@ -23,6 +21,10 @@ from .data import Dataset
 __all__ = ["PreparedData", "prepare_data"]
 
 _FLOAT_DTYPES = (np.float64, np.float32)
+_Y_REQUIRED = (
+    "SoftmaxRegression requires y to be passed, but the target y is None; pass labels, or a "
+    "Dataset, which brings its own."
+)
 
 
 @dataclass
@@ -120,7 +122,7 @@ def _from_dask(X: Any, y: Any, sample_weight: Any, classes: Any) -> PreparedData
     if X.dtype not in _FLOAT_DTYPES:
         X = X.astype(np.float64)
     if y is None:
-        raise ValueError("y is required unless X is a Dataset.")
+        raise ValueError(_Y_REQUIRED)
     y = da.asarray(y)
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
@@ -144,16 +146,11 @@ def _from_dask(X: Any, y: Any, sample_weight: Any, classes: Any) -> PreparedData
 
 def _from_numpy(X: Any, y: Any, sample_weight: Any, classes: Any) -> PreparedData:
     if y is None:
-        raise ValueError("y is required unless X is a Dataset.")
+        raise ValueError(_Y_REQUIRED)
     X = check_array(X, dtype=_FLOAT_DTYPES, ensure_min_samples=1)
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
-        warnings.warn(
-            "y is a column vector; pass a 1-D array of shape (n_samples,).",
-            DataConversionWarning,
-            stacklevel=4,
-        )
-        y = y.ravel()
+        y = column_or_1d(y, warn=True)
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
     if y.ndim == 2 and y.dtype.kind == "f":
@@ -162,6 +159,8 @@ def _from_numpy(X: Any, y: Any, sample_weight: Any, classes: Any) -> PreparedDat
         return PreparedData(
             X, y.astype(X.dtype), _as_weights(sample_weight, X.shape[0]), known, "y"
         )
+    if y.dtype.kind in "fc" and not np.isfinite(y).all():
+        raise ValueError("y contains NaN or infinity; labels must be finite.")
     check_classification_targets(y)
     known = np.unique(y) if classes is None else np.sort(np.asarray(classes))
     _require_two_classes(known, classes is None)
@@ -187,8 +186,8 @@ def _require_two_classes(classes: np.ndarray, from_data: bool) -> None:
     if len(classes) < 2:
         where = "y holds" if from_data else "classes has"
         raise ValueError(
-            f"softmax regression needs at least 2 classes; {where} {len(classes)}: "
-            f"{classes.tolist()}."
+            f"softmax regression needs at least 2 classes; {where} {len(classes)} "
+            f"class{'' if len(classes) == 1 else 'es'}: {classes.tolist()}."
         )
 
 
@@ -216,5 +215,7 @@ def _as_weights(sample_weight: Any, n_samples: int) -> Any:
     if not np.isfinite(weights).all() or (weights < 0).any():
         raise ValueError("sample_weight must be finite and non-negative.")
     if not weights.sum() > 0:
-        raise ValueError("sample_weight sums to 0: at least one row needs a positive weight.")
+        raise ValueError(
+            "the sample weights sum to zero: at least one row needs a positive weight."
+        )
     return weights

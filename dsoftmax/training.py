@@ -154,12 +154,17 @@ def _train_minibatch(
     state = optimizer_state if optimizer_state is not None else optimizer.init(params)
     stopper = _EarlyStopping(config)
     result = TrainResult(params=params, n_iter=0, converged=False)
+    mean_weight = _mean_row_weight(engine, params, sampler)
 
     with _progress(config, config.max_iter, "epoch") as bar:
         for epoch in range(start_epoch, start_epoch + config.max_iter):
             epoch_loss = 0.0
             for step, batch in enumerate(sampler.batches(epoch, engine.chunk_rows)):
-                loss, grads = finalize(engine.sums(params, batch), params, config.l2)
+                sums = engine.sums(params, batch)
+                # Divide by the batch's *expected* weight, not its actual weight: a batch that
+                # happens to hold only light rows must not count as much as one of heavy rows.
+                expected = sums._replace(weight_sum=batch.n_rows * mean_weight)
+                loss, grads = finalize(expected, params, config.l2)
                 _finite_or_raise(
                     loss,
                     grads,
@@ -180,6 +185,18 @@ def _train_minibatch(
                 break
     result.params, result.optimizer_state = params, state
     return result
+
+
+def _mean_row_weight(engine: Engine, params: Params, sampler: EpochSampler) -> float:
+    """Mean weight of a training row (1 without sample or class weights).
+
+    With weights, ``(n_rows / n_batch) · Σ_batch w_i ∇ℓ_i / S`` is an unbiased estimate of the
+    full gradient ``Σ_i w_i ∇ℓ_i / S``; normalizing each batch by its own weight is not.
+    """
+    if not engine.weighted:
+        return 1.0
+    totals = engine.metrics(params, rows_to_blocks(sampler.rows, engine.chunk_rows))
+    return totals.weight_sum / sampler.n_rows
 
 
 def _make_schedule(config: TrainConfig, total_steps: int) -> Any:
@@ -225,8 +242,9 @@ def _report_epoch(bar: tqdm, config: TrainConfig, epoch: int, loss: float, score
 
 
 class _EarlyStopping:
-    """Stop when the monitored value has not improved by ``tol`` (relative) for
-    ``n_iter_no_change`` epochs: the validation loss with early stopping, else the training loss."""
+    """Stop when the monitored loss has not fallen below ``best - tol`` for ``n_iter_no_change``
+    epochs (an absolute ``tol``, as scikit-learn's SGD and MLP estimators): the validation loss
+    with early stopping, else the mean training loss of the epoch."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.tol = config.tol
@@ -236,10 +254,7 @@ class _EarlyStopping:
 
     def should_stop(self, train_loss: float, scores: dict) -> bool:
         value = scores.get("val_loss", train_loss)
-        if value < self.best - self.tol * abs(self.best if math.isfinite(self.best) else value):
-            self.stale_epochs = 0
-        else:
-            self.stale_epochs += 1
+        self.stale_epochs = 0 if value < self.best - self.tol else self.stale_epochs + 1
         self.best = min(self.best, value)
         return self.stale_epochs >= self.patience
 
