@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import numbers
 import warnings
+from dataclasses import asdict, replace
 from typing import Any
 
 import dask.array as da
@@ -21,12 +22,13 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import objective
+from .checkpoint import Checkpoint, CheckpointManager, check_resumable
 from .data import Dataset
 from .engine import DaskEngine, LocalEngine
 from .inputs import PreparedData, prepare_data
 from .modelfile import load_model, save_model
 from .objective import Params
-from .training import SOLVERS, TrainConfig, train
+from .training import SOLVERS, CheckpointHook, TrainConfig, TrainingState, train
 
 logger = logging.getLogger("dsoftmax")
 
@@ -99,6 +101,16 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Dask or Zarr input on a local cluster started once per process.
     chunk_rows : int, default=65536
         Rows per block for NumPy input.
+    checkpoint_dir : str or None, default=None
+        Directory (or fsspec URL) where ``fit`` writes checkpoints; ``fit(..., resume=True)``
+        continues from the newest. A fresh fit refuses a directory that already holds some.
+    checkpoint_every : int or None, default=None
+        Optimizer steps (sgd, adam) or iterations (L-BFGS) between checkpoints; None: at the
+        end of every epoch, or every 10 L-BFGS iterations.
+    keep_checkpoints : int, default=3
+        Newest checkpoints kept.
+    storage_options : dict or None, default=None
+        fsspec options for an object-store ``checkpoint_dir``.
     verbose : int, default=0
         ``> 0`` shows a progress bar (on a terminal) and logs one line per iteration/epoch.
 
@@ -147,6 +159,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         warm_start: bool = False,
         client: Any = None,
         chunk_rows: int = 65536,
+        checkpoint_dir: str | None = None,
+        checkpoint_every: int | None = None,
+        keep_checkpoints: int = 3,
+        storage_options: dict | None = None,
         verbose: int = 0,
     ) -> None:
         self.l2 = l2
@@ -167,10 +183,16 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.warm_start = warm_start
         self.client = client
         self.chunk_rows = chunk_rows
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.keep_checkpoints = keep_checkpoints
+        self.storage_options = storage_options
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> SoftmaxRegression:
+    def fit(
+        self, X: Any, y: Any = None, sample_weight: Any = None, *, resume: bool = False
+    ) -> SoftmaxRegression:
         """Fit the model.
 
         Parameters
@@ -180,6 +202,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         y : array-like of shape (n_samples,), optional
             Class labels of any type; or probability rows of shape (n_samples, n_classes).
         sample_weight : array-like of shape (n_samples,), optional
+        resume : bool, default=False
+            Continue from the newest checkpoint in ``checkpoint_dir`` (start afresh when there is
+            none). sgd/adam then end with the same weights, bit for bit, as an uninterrupted fit;
+            L-BFGS restarts its curvature memory from the checkpointed weights.
 
         Returns
         -------
@@ -187,9 +213,56 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """
         config = self._train_config()
         data = prepare_data(X, y, sample_weight, classes=None)
+        config, resume_state, hook = self._checkpointing(data, config, resume)
         warm = self.warm_start and hasattr(self, "coef_")
-        self._fit_prepared(data, config, warm=warm, optimizer_state=None, partial=False)
+        self._fit_prepared(
+            data,
+            config,
+            warm=warm,
+            optimizer_state=None,
+            partial=False,
+            resume=resume_state,
+            checkpoint=hook,
+        )
         return self
+
+    def _checkpointing(
+        self, data: PreparedData, config: TrainConfig, resume: bool
+    ) -> tuple[TrainConfig, TrainingState | None, CheckpointHook | None]:
+        """The config, the state to resume from and the checkpoint hook of a fit."""
+        if self.checkpoint_dir is None:
+            if resume:
+                raise ValueError("resume=True needs checkpoint_dir: where the checkpoints are.")
+            return config, None, None
+        manager = CheckpointManager(
+            self.checkpoint_dir,
+            keep=int(self.keep_checkpoints),
+            storage_options=self.storage_options,
+        )
+        description = data.describe()
+        found = manager.latest() if resume else None
+        if not resume and manager.steps():
+            raise ValueError(
+                f"checkpoint_dir {self.checkpoint_dir!r} already holds checkpoints (newest: step "
+                f"{manager.steps()[-1]}); pass resume=True to continue that fit, or use an empty "
+                "directory. Nothing was changed."
+            )
+        if found is not None:
+            if self.random_state is None:
+                # The seed of the interrupted fit, drawn at random then, decides the batches.
+                config = replace(config, random_state=int(found.config["random_state"]))
+            check_resumable(found, description, asdict(config), manager.directory)
+            logger.info(
+                "dsoftmax: resuming from step %d in %s", found.state.step, manager.directory
+            )
+        config_record = asdict(config)
+
+        def save(state: TrainingState) -> None:
+            path = manager.save(Checkpoint(state, config_record, description))
+            logger.info("dsoftmax: checkpoint at step %d: %s", state.step, path)
+
+        every = None if self.checkpoint_every is None else int(self.checkpoint_every)
+        return config, None if found is None else found.state, CheckpointHook(save, every)
 
     @available_if(_uses_minibatches)
     def partial_fit(
@@ -235,6 +308,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         optimizer_state: Any,
         partial: bool,
         epoch: int = 0,
+        resume: TrainingState | None = None,
+        checkpoint: CheckpointHook | None = None,
     ) -> None:
         if warm and self.n_features_in_ != data.n_features:
             raise ValueError(
@@ -254,6 +329,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 float32_data=data.dtype == np.float32,
                 optimizer_state=optimizer_state,
                 start_epoch=epoch,
+                resume=resume,
+                checkpoint=checkpoint,
             )
         finally:
             engine.close()
@@ -520,7 +597,10 @@ def _seed_of(random_state: Any) -> int:
 
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:
     """Hyper-parameters that survive a JSON round trip (the client does not travel)."""
-    out = {name: value for name, value in params.items() if name != "client"}
+    # The client does not travel, and storage options may hold credentials.
+    out = {
+        name: value for name, value in params.items() if name not in ("client", "storage_options")
+    }
     if not isinstance(out.get("random_state"), (int, type(None))):
         out["random_state"] = None
     if isinstance(out.get("class_weight"), dict):
@@ -570,6 +650,9 @@ def _check_hyper_parameters(model: SoftmaxRegression) -> None:
     _check_number("n_iter_no_change", model.n_iter_no_change, low=1, integer=True)
     _check_number("chunk_rows", model.chunk_rows, low=1, integer=True)
     _check_number("verbose", model.verbose, low=0, integer=True)
+    _check_number("keep_checkpoints", model.keep_checkpoints, low=1, integer=True)
+    if model.checkpoint_every is not None:
+        _check_number("checkpoint_every", model.checkpoint_every, low=1, integer=True)
     if model.nesterov and model.momentum == 0:
         raise ValueError("nesterov=True needs momentum > 0 (got momentum=0).")
     if (

@@ -8,6 +8,7 @@ distributed work.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ class PreparedData:
     classes: np.ndarray
     name: str
     stats: Any = None
+    dataset_fingerprint: str | None = None
 
     @property
     def n_classes(self) -> int:
@@ -66,6 +68,32 @@ class PreparedData:
             X = da.from_array(self.X, chunks=(numpy_block_rows, -1))
             rows = X.chunks[0]
         return X, _rows_like(self.labels, rows), _rows_like(self.sample_weight, rows)
+
+    def describe(self) -> dict[str, Any]:
+        """What a checkpoint records of the data, to refuse resuming on other data."""
+        return {
+            "fingerprint": self.fingerprint(),
+            "n_samples": int(self.X.shape[0]),
+            "n_features": self.n_features,
+            "n_classes": self.n_classes,
+            "dtype": str(self.dtype),
+            "classes": [str(label) for label in self.classes],
+        }
+
+    def fingerprint(self) -> str:
+        """The dataset's own fingerprint; for arrays, a digest of their content (NumPy) or of
+        their task graph (Dask)."""
+        if self.dataset_fingerprint is not None:
+            return self.dataset_fingerprint
+        digest = hashlib.sha256()
+        for array in (self.X, self.labels, self.sample_weight):
+            if array is None:
+                digest.update(b"none")
+            elif isinstance(array, da.Array):
+                digest.update(array.name.encode())
+            else:
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
 
     def class_totals(self) -> np.ndarray:
         """Sample weight per class (rows per class without weights), for 'balanced'."""
@@ -112,7 +140,14 @@ def _from_dataset(dataset: Dataset, y: Any, sample_weight: Any, classes: Any) ->
         if sample_weight is None
         else _as_weights(sample_weight, dataset.n_samples)
     )
-    return PreparedData(dataset.X, dataset.labels, weights, dataset.classes, repr(dataset.url))
+    return PreparedData(
+        dataset.X,
+        dataset.labels,
+        weights,
+        dataset.classes,
+        repr(dataset.url),
+        dataset_fingerprint=dataset.fingerprint if sample_weight is None else None,
+    )
 
 
 def _from_dask(X: Any, y: Any, sample_weight: Any, classes: Any) -> PreparedData:

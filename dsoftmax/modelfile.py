@@ -52,8 +52,11 @@ def save_model(
     manifest: dict[str, Any],
     *,
     storage_options: dict | None = None,
+    format_name: str = MODEL_FORMAT,
 ) -> None:
-    """Write ``arrays`` (numeric only) and ``manifest`` (JSON-serializable) to ``path``."""
+    """Write ``arrays`` (numeric only) and ``manifest`` (JSON-serializable) to ``path``.
+
+    ``format_name`` tells models from checkpoints, which share this layout."""
     payloads: dict[str, bytes] = {}
     entries: dict[str, dict] = {}
     for name, array in arrays.items():
@@ -70,7 +73,7 @@ def save_model(
             "shape": list(array.shape),
             "sha256": hashlib.sha256(data).hexdigest(),
         }
-    document = {"format": MODEL_FORMAT, "version": MODEL_VERSION, **manifest, "arrays": entries}
+    document = {"format": format_name, "version": MODEL_VERSION, **manifest, "arrays": entries}
     payloads[MANIFEST] = json.dumps(document, indent=2, sort_keys=True).encode()
     fs, root = fsspec.url_to_fs(path, **(storage_options or {}))
     if isinstance(fs, LocalFileSystem):
@@ -112,19 +115,21 @@ def _write_remote_manifest_last(fs: Any, root: str, payloads: dict[str, bytes]) 
 
 
 def load_model(
-    path: str, *, storage_options: dict | None = None
+    path: str, *, storage_options: dict | None = None, format_name: str = MODEL_FORMAT
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read and verify a model written by :func:`save_model`; returns ``(arrays, manifest)``."""
     fs, root = fsspec.url_to_fs(path, **(storage_options or {}))
     manifest_path = f"{root}/{MANIFEST}"
     if not fs.exists(manifest_path):
-        raise ModelFileError(f"{path!r} is not a dsoftmax model: {MANIFEST} is missing.")
+        raise ModelFileError(f"{path!r} is not a {_readable(format_name)}: {MANIFEST} is missing.")
     try:
         manifest = json.loads(fs.cat_file(manifest_path))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelFileError(f"the manifest of {path!r} is not valid JSON: {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MODEL_FORMAT:
-        raise ModelFileError(f"{path!r} is not a dsoftmax model (format is not {MODEL_FORMAT!r}).")
+    if not isinstance(manifest, dict) or manifest.get("format") != format_name:
+        raise ModelFileError(
+            f"{path!r} is not a {_readable(format_name)} (its format is not {format_name!r})."
+        )
     if manifest.get("version") != MODEL_VERSION:
         raise ModelFileError(
             f"{path!r} has model format version {manifest.get('version')!r}; this dsoftmax reads "
@@ -135,6 +140,10 @@ def load_model(
         for name, entry in manifest.get("arrays", {}).items()
     }
     return arrays, manifest
+
+
+def _readable(format_name: str) -> str:
+    return format_name.replace("-", " ")
 
 
 def _read_array(fs: Any, root: str, name: str, entry: dict, path: str) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,14 @@ from .sampling import EpochSampler, RowBatch, rows_to_blocks
 
 logger = logging.getLogger("dsoftmax")
 
-__all__ = ["DivergenceError", "TrainConfig", "TrainResult", "train"]
+__all__ = [
+    "CheckpointHook",
+    "DivergenceError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingState",
+    "train",
+]
 
 SOLVERS = ("lbfgs", "sgd", "adam")
 
@@ -65,6 +73,40 @@ class TrainResult:
     message: str = ""
 
 
+@dataclass
+class TrainingState:
+    """Where a fit stands: what a checkpoint stores and a resumed fit starts from.
+
+    ``step`` counts optimizer steps (minibatch) or iterations (L-BFGS); ``epoch`` and
+    ``batches_done`` are the minibatch sampler's position; the sums and curves let a resumed run
+    report the same curves as an uninterrupted one.
+    """
+
+    params: Params
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0
+    optimizer_state: Any = None
+    epoch_loss_sum: float = 0.0
+    loss_curve: list[float] = field(default_factory=list)
+    validation_curve: list[dict[str, float]] = field(default_factory=list)
+    stopper: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckpointHook:
+    """Called with the :class:`TrainingState` every ``every`` steps or iterations; ``every=None``
+    means at the end of each epoch (sgd, adam) or every :data:`LBFGS_CHECKPOINT_EVERY`
+    iterations (L-BFGS)."""
+
+    save: Callable[[TrainingState], None]
+    every: int | None = None
+
+
+#: L-BFGS iterations between two checkpoints when the hook does not say.
+LBFGS_CHECKPOINT_EVERY = 10
+
+
 def train(
     engine: Engine,
     params: Params,
@@ -73,15 +115,22 @@ def train(
     float32_data: bool = False,
     optimizer_state: Any = None,
     start_epoch: int = 0,
+    resume: TrainingState | None = None,
+    checkpoint: CheckpointHook | None = None,
 ) -> TrainResult:
     """Fit ``params`` on the rows held by ``engine``; the solver comes from ``config``.
 
     ``optimizer_state`` and ``start_epoch`` continue an earlier minibatch run (``partial_fit``):
-    epoch ``e`` always uses the same shuffled order for the same seed.
+    epoch ``e`` always uses the same shuffled order for the same seed. ``resume`` continues from a
+    checkpointed state (then ``params`` and ``optimizer_state`` are ignored); ``checkpoint``
+    receives the state as the fit goes.
     """
     if config.solver == "lbfgs":
-        return _train_lbfgs(engine, params, config, float32_data)
-    return _train_minibatch(engine, params, config, optimizer_state, start_epoch)
+        return _train_lbfgs(engine, params, config, float32_data, resume, checkpoint)
+    state = resume or TrainingState(
+        params=params, epoch=start_epoch, optimizer_state=optimizer_state
+    )
+    return _train_minibatch(engine, config, state, start_epoch, checkpoint)
 
 
 def _finite_or_raise(loss: float, grad: Params, where: str, hint: str) -> None:
@@ -94,16 +143,25 @@ def _finite_or_raise(loss: float, grad: Params, where: str, hint: str) -> None:
     raise DivergenceError(f"the loss or gradient is not finite ({loss!r}) at {where}; {hint}")
 
 
-def _progress(config: TrainConfig, total: int, unit: str) -> tqdm:
+def _progress(config: TrainConfig, total: int, unit: str, done: int = 0) -> tqdm:
     # disable=None turns the bar off when stderr is not a terminal.
-    return tqdm(total=total, unit=unit, disable=None if config.verbose else True, leave=False)
+    return tqdm(
+        total=total, initial=done, unit=unit, disable=None if config.verbose else True, leave=False
+    )
 
 
 def _train_lbfgs(
-    engine: Engine, params: Params, config: TrainConfig, float32_data: bool
+    engine: Engine,
+    params: Params,
+    config: TrainConfig,
+    float32_data: bool,
+    resume: TrainingState | None,
+    checkpoint: CheckpointHook | None,
 ) -> TrainResult:
-    layout = _FlatLayout(params)
-    loss_curve: list[float] = []
+    state = resume or TrainingState(params=params)
+    layout = _FlatLayout(state.params)
+    every = (checkpoint.every or LBFGS_CHECKPOINT_EVERY) if checkpoint else 0
+    first_iteration = state.step
 
     def loss_and_flat_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
         current = layout.unflatten(x)
@@ -111,80 +169,121 @@ def _train_lbfgs(
         _finite_or_raise(
             loss,
             grad,
-            f"L-BFGS evaluation {len(loss_curve) + 1}",
+            f"L-BFGS iteration {state.step + 1}",
             "check the data for extreme values or use a larger l2.",
         )
         return loss, layout.flatten(grad)
 
-    with _progress(config, config.max_iter, "iter") as bar:
+    with _progress(config, config.max_iter, "iter", done=first_iteration) as bar:
 
         def on_iteration(iteration: int, x: np.ndarray, loss: float) -> None:
-            loss_curve.append(loss)
+            state.step = first_iteration + iteration
+            state.params = layout.unflatten(x)
+            state.loss_curve.append(loss)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.6g}")
-            logger.info("dsoftmax: iteration %d/%d loss=%.9g", iteration, config.max_iter, loss)
+            logger.info("dsoftmax: iteration %d/%d loss=%.9g", state.step, config.max_iter, loss)
+            if every and state.step % every == 0:
+                checkpoint.save(state)
 
-        # float32 products carry ~1e-7 relative rounding noise into the loss; the driver must not
-        # chase improvements below it (see dsoftmax.optim.lbfgs).
+        # float32 products put rounding noise (~1e-8 relative, measured) into the loss; the driver
+        # must not chase improvements below float32's epsilon (see dsoftmax.optim.lbfgs).
         result = minimize_lbfgs(
             loss_and_flat_grad,
-            layout.flatten(params),
-            max_iter=config.max_iter,
+            layout.flatten(state.params),
+            max_iter=max(1, config.max_iter - first_iteration),
             tol=config.tol,
-            rel_noise=1e-6 if float32_data else 0.0,
+            rel_noise=1e-7 if float32_data else 0.0,
             callback=on_iteration,
         )
     return TrainResult(
         params=layout.unflatten(result.x),
-        n_iter=result.n_iter,
+        n_iter=first_iteration + result.n_iter,
         converged=result.converged,
-        loss_curve=loss_curve or [result.loss],
+        loss_curve=state.loss_curve or [result.loss],
         n_evaluations=result.n_evals,
         message=result.message,
     )
 
 
 def _train_minibatch(
-    engine: Engine, params: Params, config: TrainConfig, optimizer_state: Any, start_epoch: int
+    engine: Engine,
+    config: TrainConfig,
+    state: TrainingState,
+    start_epoch: int,
+    checkpoint: CheckpointHook | None,
 ) -> TrainResult:
     train_rows, validation = _validation_split(engine, config)
     sampler = EpochSampler(train_rows, config.batch_size, config.random_state)
     schedule = _make_schedule(config, total_steps=config.max_iter * sampler.n_batches)
     optimizer = _make_optimizer(config, schedule)
-    state = optimizer_state if optimizer_state is not None else optimizer.init(params)
-    stopper = _EarlyStopping(config)
-    result = TrainResult(params=params, n_iter=0, converged=False)
-    mean_weight = _mean_row_weight(engine, params, sampler)
+    if state.optimizer_state is None:
+        state.optimizer_state = optimizer.init(state.params)
+    stopper = _EarlyStopping(config, **state.stopper)
+    mean_weight = _mean_row_weight(engine, state.params, sampler)
+    end_epoch = start_epoch + config.max_iter
+    converged = False
 
-    with _progress(config, config.max_iter, "epoch") as bar:
-        for epoch in range(start_epoch, start_epoch + config.max_iter):
-            epoch_loss = 0.0
-            for step, batch in enumerate(sampler.batches(epoch, engine.chunk_rows)):
-                sums = engine.sums(params, batch)
-                # Divide by the batch's *expected* weight, not its actual weight: a batch that
-                # happens to hold only light rows must not count as much as one of heavy rows.
-                expected = sums._replace(weight_sum=batch.n_rows * mean_weight)
-                loss, grads = finalize(expected, params, config.l2)
-                _finite_or_raise(
-                    loss,
-                    grads,
-                    f"epoch {epoch + 1}, step {step + 1}",
-                    f"lower the learning rate (now {config.learning_rate}).",
-                )
-                updates, state = optimizer.update(grads, state, params)
-                params = apply_updates(params, updates)
-                epoch_loss += loss * batch.n_rows
-            result.loss_curve.append(epoch_loss / sampler.n_rows)
-            scores = _validation_scores(engine, params, validation)
+    with _progress(config, config.max_iter, "epoch", done=state.epoch - start_epoch) as bar:
+        while state.epoch < end_epoch and not converged:
+            batches = sampler.batches(state.epoch, engine.chunk_rows, state.batches_done)
+            for batch in batches:
+                _minibatch_step(engine, config, optimizer, state, batch, mean_weight)
+                if checkpoint and checkpoint.every and state.step % checkpoint.every == 0:
+                    checkpoint.save(state)
+            state.loss_curve.append(state.epoch_loss_sum / sampler.n_rows)
+            scores = _validation_scores(engine, state.params, validation)
             if scores:
-                result.validation_curve.append(scores)
-            result.n_iter += 1
-            _report_epoch(bar, config, epoch, result.loss_curve[-1], scores)
-            if stopper.should_stop(result.loss_curve[-1], scores):
-                result.converged = True
-                break
-    result.params, result.optimizer_state = params, state
-    return result
+                state.validation_curve.append(scores)
+            _report_epoch(bar, config, state.epoch, end_epoch, state.loss_curve[-1], scores)
+            converged = stopper.should_stop(state.loss_curve[-1], scores)
+            state.epoch, state.batches_done, state.epoch_loss_sum = state.epoch + 1, 0, 0.0
+            state.stopper = stopper.as_dict()
+            if checkpoint and not checkpoint.every:
+                checkpoint.save(state)
+    return TrainResult(
+        params=state.params,
+        n_iter=state.epoch - start_epoch,
+        converged=converged,
+        loss_curve=state.loss_curve,
+        validation_curve=state.validation_curve,
+        optimizer_state=state.optimizer_state,
+    )
+
+
+def _minibatch_step(
+    engine: Engine,
+    config: TrainConfig,
+    optimizer: Any,
+    state: TrainingState,
+    batch: RowBatch,
+    mean_weight: float,
+) -> None:
+    sums = engine.sums(state.params, batch)
+    # Divide by the batch's *expected* weight, not its actual weight: a batch that happens to
+    # hold only light rows must not count as much as one of heavy rows.
+    loss, grads = finalize(
+        sums._replace(weight_sum=batch.n_rows * mean_weight), state.params, config.l2
+    )
+    _finite_or_raise(
+        loss,
+        grads,
+        f"epoch {state.epoch + 1}, step {state.step + 1}",
+        f"lower the learning rate (now {config.learning_rate}).",
+    )
+    updates, new_state = optimizer.update(grads, state.optimizer_state, state.params)
+    new_params = apply_updates(state.params, updates)
+    # A step can overflow the weights even from a finite gradient; keep the last good state.
+    _finite_or_raise(
+        0.0,
+        new_params,
+        f"epoch {state.epoch + 1}, step {state.step + 1} (the updated weights)",
+        f"lower the learning rate (now {config.learning_rate}).",
+    )
+    state.params, state.optimizer_state = new_params, new_state
+    state.step += 1
+    state.batches_done += 1
+    state.epoch_loss_sum += loss * batch.n_rows
 
 
 def _mean_row_weight(engine: Engine, params: Params, sampler: EpochSampler) -> float:
@@ -234,11 +333,13 @@ def _validation_scores(engine: Engine, params: Params, validation: RowBatch | No
     }
 
 
-def _report_epoch(bar: tqdm, config: TrainConfig, epoch: int, loss: float, scores: dict) -> None:
+def _report_epoch(
+    bar: tqdm, config: TrainConfig, epoch: int, end_epoch: int, loss: float, scores: dict
+) -> None:
     bar.update(1)
     bar.set_postfix(loss=f"{loss:.5g}", **{k: f"{v:.4g}" for k, v in scores.items()})
     extra = "".join(f" {name}={value:.6g}" for name, value in scores.items())
-    logger.info("dsoftmax: epoch %d/%d loss=%.9g%s", epoch + 1, config.max_iter, loss, extra)
+    logger.info("dsoftmax: epoch %d/%d loss=%.9g%s", epoch + 1, end_epoch, loss, extra)
 
 
 class _EarlyStopping:
@@ -246,17 +347,20 @@ class _EarlyStopping:
     epochs (an absolute ``tol``, as scikit-learn's SGD and MLP estimators): the validation loss
     with early stopping, else the mean training loss of the epoch."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, best: float = math.inf, stale_epochs: int = 0) -> None:
         self.tol = config.tol
         self.patience = config.n_iter_no_change
-        self.best = math.inf
-        self.stale_epochs = 0
+        self.best = best
+        self.stale_epochs = stale_epochs
 
     def should_stop(self, train_loss: float, scores: dict) -> bool:
         value = scores.get("val_loss", train_loss)
         self.stale_epochs = 0 if value < self.best - self.tol else self.stale_epochs + 1
         self.best = min(self.best, value)
         return self.stale_epochs >= self.patience
+
+    def as_dict(self) -> dict[str, float]:
+        return {"best": self.best, "stale_epochs": self.stale_epochs}
 
 
 class _FlatLayout:

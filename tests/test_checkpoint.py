@@ -1,0 +1,282 @@
+"""Checkpoints, exact resume, divergence, and surviving the loss of a worker."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from sklearn.exceptions import ConvergenceWarning
+
+from dsoftmax import SoftmaxRegression, make_classification, open_dataset
+from dsoftmax.checkpoint import CheckpointError, CheckpointManager
+from dsoftmax.training import DivergenceError
+
+SGD = {"solver": "sgd", "learning_rate": 0.05, "momentum": 0.9, "batch_size": 64, "l2": 1e-3}
+ADAM = {"solver": "adam", "learning_rate": 0.01, "batch_size": 64, "l2": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 6))
+    y = np.argmax(X @ rng.normal(size=(6, 4)) + rng.normal(scale=0.5, size=(3000, 4)), axis=1)
+    return X, y
+
+
+def _quiet_fit(model, X, y, **fit_params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X, y, **fit_params)
+
+
+@pytest.mark.parametrize("solver", [SGD, ADAM], ids=["sgd", "adam"])
+def test_resume_after_an_interrupted_run_is_bit_identical(tmp_path, data, solver):
+    X, y = data
+    reference = _quiet_fit(SoftmaxRegression(random_state=0, max_iter=4, **solver), X, y)
+
+    # Stop early: the first 2 of 4 epochs, checkpointed every 10 steps (mid-epoch positions).
+    checkpoints = str(tmp_path / "ckpt")
+    first = SoftmaxRegression(
+        random_state=0, max_iter=4, checkpoint_dir=checkpoints, checkpoint_every=10, **solver
+    )
+    total_steps = 4 * int(np.ceil(X.shape[0] / solver["batch_size"]))
+    _interrupt_after_steps(first, X, y, stop_at=total_steps // 2 + 6)
+    manager = CheckpointManager(checkpoints)
+    assert len(manager.steps()) == 3  # kept: the newest three
+    newest = manager.latest()
+    assert 0 < newest.state.batches_done < 47  # resumes part-way through an epoch
+
+    resumed = SoftmaxRegression(
+        random_state=0, max_iter=4, checkpoint_dir=checkpoints, checkpoint_every=10, **solver
+    )
+    _quiet_fit(resumed, X, y, resume=True)
+    np.testing.assert_array_equal(resumed.coef_, reference.coef_)
+    np.testing.assert_array_equal(resumed.intercept_, reference.intercept_)
+    assert resumed.loss_curve_ == reference.loss_curve_
+    assert resumed.n_iter_ == reference.n_iter_
+
+
+def _interrupt_after_steps(model, X, y, stop_at):
+    """Stop ``model.fit`` (as a kill would) right after the checkpoint of step ``stop_at`` or
+    later is written: the checkpoint's log line is the hook."""
+
+    class StopError(Exception):
+        pass
+
+    def stop():
+        raise StopError
+
+    with _log_hook(f"dsoftmax: checkpoint at step {stop_at}", stop), pytest.raises(StopError):
+        _quiet_fit(model, X, y)
+
+
+def test_trainer_killed_between_checkpoints_resumes_identically(tmp_path, data):
+    X, y = data
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    checkpoints = tmp_path / "ckpt"
+    params = dict(SGD, max_iter=40, random_state=0, checkpoint_every=20)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, warnings
+        from dsoftmax import SoftmaxRegression
+        X = np.load({str(tmp_path / "X.npy")!r}); y = np.load({str(tmp_path / "y.npy")!r})
+        warnings.simplefilter("ignore")
+        SoftmaxRegression(checkpoint_dir={str(checkpoints)!r}, **{params!r}).fit(X, y)
+        """
+    )
+    trainer = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(CheckpointManager(str(checkpoints)).steps()) < 3:
+        time.sleep(0.01)
+    os.kill(trainer.pid, signal.SIGKILL)
+    assert trainer.wait(timeout=30) == -signal.SIGKILL, "the trainer finished before the kill"
+    interrupted_at = CheckpointManager(str(checkpoints)).steps()[-1]
+    assert interrupted_at < 40 * 47
+
+    reference = _quiet_fit(SoftmaxRegression(**params), X, y)
+    resumed = _quiet_fit(
+        SoftmaxRegression(checkpoint_dir=str(checkpoints), **params), X, y, resume=True
+    )
+    np.testing.assert_array_equal(resumed.coef_, reference.coef_)
+
+
+def test_half_written_checkpoints_are_ignored(tmp_path, data):
+    X, y = data
+    checkpoints = tmp_path / "ckpt"
+    model = SoftmaxRegression(max_iter=2, checkpoint_dir=str(checkpoints), **SGD)
+    _quiet_fit(model, X, y)
+    complete = CheckpointManager(str(checkpoints)).steps()
+    # What a kill leaves mid-write: a staging directory, and a step directory with no manifest.
+    (checkpoints / ".tmp-model-abcd").mkdir()
+    (checkpoints / ".tmp-model-abcd" / "coef.npy").write_bytes(b"partial")
+    (checkpoints / "step-9999999999").mkdir()
+    assert CheckpointManager(str(checkpoints)).steps() == complete
+    assert CheckpointManager(str(checkpoints)).latest().state.step == complete[-1]
+
+
+def test_lbfgs_resume_reaches_the_same_optimum(tmp_path, data):
+    X, y = data
+    reference = SoftmaxRegression(l2=1e-3, tol=1e-10, max_iter=500).fit(X, y)
+    checkpoints = str(tmp_path / "ckpt")
+    partial = SoftmaxRegression(
+        l2=1e-3, tol=1e-10, max_iter=500, checkpoint_dir=checkpoints, checkpoint_every=3
+    )
+    _interrupt_after_steps(partial, X, y, stop_at=6)
+    resumed = SoftmaxRegression(
+        l2=1e-3, tol=1e-10, max_iter=500, checkpoint_dir=checkpoints, checkpoint_every=3
+    ).fit(X, y, resume=True)
+    np.testing.assert_allclose(resumed.coef_, reference.coef_, atol=1e-6)
+
+
+def _checkpoint_files(tmp_path, data):
+    X, y = data
+    checkpoints = tmp_path / "ckpt"
+    _quiet_fit(SoftmaxRegression(max_iter=1, checkpoint_dir=str(checkpoints), **SGD), X, y)
+    newest = checkpoints / f"step-{CheckpointManager(str(checkpoints)).steps()[-1]:010d}"
+    return checkpoints, newest
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        ("truncate", "fails its checksum"),
+        ("flip", "fails its checksum"),
+        ("n_classes", "manifest says 5 classes"),
+        ("not_json", "not valid JSON"),
+    ],
+)
+def test_tampered_checkpoints_are_refused(tmp_path, data, tamper, message):
+    X, y = data
+    checkpoints, newest = _checkpoint_files(tmp_path, data)
+    coef_file = newest / "params.coef.npy"
+    manifest = newest / "manifest.json"
+    if tamper == "truncate":
+        coef_file.write_bytes(coef_file.read_bytes()[:-8])
+    elif tamper == "flip":
+        raw = bytearray(coef_file.read_bytes())
+        raw[-3] ^= 0x01
+        coef_file.write_bytes(bytes(raw))
+    elif tamper == "n_classes":
+        document = json.loads(manifest.read_text())
+        document["checkpoint"]["data"]["n_classes"] = 5
+        manifest.write_text(json.dumps(document))
+    else:
+        manifest.write_text("{ this is not json")
+    before = {path: path.read_bytes() for path in checkpoints.rglob("*") if path.is_file()}
+    model = SoftmaxRegression(max_iter=2, checkpoint_dir=str(checkpoints), **SGD)
+    with pytest.raises(CheckpointError, match=message):
+        _quiet_fit(model, X, y, resume=True)
+    after = {path: path.read_bytes() for path in checkpoints.rglob("*") if path.is_file()}
+    assert after == before
+
+
+def test_checkpoint_of_other_data_or_settings_is_refused(tmp_path, data):
+    X, y = data
+    checkpoints, _ = _checkpoint_files(tmp_path, data)
+    other = SoftmaxRegression(max_iter=2, checkpoint_dir=str(checkpoints), **SGD)
+    with pytest.raises(CheckpointError, match="made on other data: its fingerprint"):
+        _quiet_fit(other, X + 1.0, y, resume=True)
+    changed = SoftmaxRegression(
+        max_iter=2, checkpoint_dir=str(checkpoints), **{**SGD, "learning_rate": 0.5}
+    )
+    with pytest.raises(CheckpointError, match=r"learning_rate=0\.05"):
+        _quiet_fit(changed, X, y, resume=True)
+
+
+def test_a_fresh_fit_refuses_a_directory_with_checkpoints(tmp_path, data):
+    X, y = data
+    checkpoints, _ = _checkpoint_files(tmp_path, data)
+    before = sorted(path.name for path in checkpoints.iterdir())
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        SoftmaxRegression(checkpoint_dir=str(checkpoints), **SGD).fit(X, y)
+    assert sorted(path.name for path in checkpoints.iterdir()) == before
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, data):
+    X, y = data
+    checkpoints = str(tmp_path / "ckpt")
+    model = SoftmaxRegression(
+        solver="sgd",
+        learning_rate=1e6,
+        momentum=0.9,
+        batch_size=64,
+        max_iter=5,
+        l2=1.0,
+        checkpoint_dir=checkpoints,
+        checkpoint_every=1,
+        random_state=0,
+    )
+    with pytest.raises(DivergenceError, match=r"at epoch \d+, step \d+; lower the learning rate"):
+        model.fit(X * 1e3, y)
+    newest = CheckpointManager(checkpoints).latest()
+    assert newest is not None and np.isfinite(newest.state.params.coef).all()
+
+
+@contextlib.contextmanager
+def _log_hook(trigger, action):
+    """Run ``action`` once, inside the fit, when it logs a line starting with ``trigger``."""
+    fired = []
+
+    class Hook(logging.Handler):
+        def emit(self, record):
+            if not fired and record.getMessage().startswith(trigger):
+                fired.append(True)
+                action()
+
+    logger = logging.getLogger("dsoftmax")
+    hook, level = Hook(), logger.level
+    logger.addHandler(hook)
+    logger.setLevel(logging.INFO)
+    try:
+        yield fired
+    finally:
+        logger.removeHandler(hook)
+        logger.setLevel(level)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+def test_a_worker_killed_mid_fit_changes_nothing(tmp_path, solver):
+    path = str(tmp_path / "train.zarr")
+    make_classification(path, 8000, 8, 3, chunk_rows=1000, seed=5, dtype="float64")
+    dataset = open_dataset(path)
+    params = (
+        {"solver": "sgd", "learning_rate": 0.05, "batch_size": 128, "max_iter": 3}
+        if solver == "sgd"
+        else {"solver": "lbfgs", "max_iter": 30, "tol": 1e-8}
+    )
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit="1GiB",
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        model = SoftmaxRegression(random_state=0, client=client, **params)
+        reference = _quiet_fit(model, dataset, None).coef_.copy()
+
+        def kill_a_worker():
+            victim = sorted(client.scheduler_info()["workers"])[0]
+            pid = client.run(os.getpid, workers=[victim])[victim]
+            os.kill(pid, signal.SIGKILL)
+
+        trigger = "dsoftmax: epoch 1/" if solver == "sgd" else "dsoftmax: iteration 3/"
+        with _log_hook(trigger, kill_a_worker) as fired:
+            disturbed = _quiet_fit(model, dataset, None).coef_
+        assert fired, "no worker was killed during the fit"
+    np.testing.assert_array_equal(disturbed, reference)
