@@ -598,4 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {type(error).__name__}: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
-        cluster.close()
+        try:
+            cluster.close()
+        except Exception as error:  # the work is done; a failed shutdown must not hide that
+            print(f"{PROG}: warning: closing the Dask client failed: {error!r}", file=sys.stderr)

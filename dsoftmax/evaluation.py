@@ -23,7 +23,13 @@ from tqdm.auto import tqdm
 from .data import BlockStats, block_stats, combine_stats
 from .objective import Params, decision_function, log_softmax
 
-__all__ = ["BlockEvaluation", "evaluate_model", "evaluation_block_sums", "format_report"]
+__all__ = [
+    "BlockEvaluation",
+    "class_positions",
+    "evaluate_model",
+    "evaluation_block_sums",
+    "format_report",
+]
 
 
 @dataclass(frozen=True, eq=False)
