@@ -2,37 +2,43 @@
 
 >>> from dsoftmax import SoftmaxRegression, open_dataset          # doctest: +SKIP
 >>> model = SoftmaxRegression(l2=1e-4).fit(open_dataset("train.zarr"))  # doctest: +SKIP
+
+The public names are imported on first use, so ``dsoftmax --help`` does not pay for importing
+Dask, Zarr and scikit-learn.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-
-from .data import (
-    Dataset,
-    convert_numpy,
-    load_digits,
-    make_classification,
-    open_dataset,
-    write_array,
-    write_dataset,
-)
-from .estimator import SoftmaxRegression
-from .objective import l2_from_sklearn_C, l2_from_spark_reg_param
+from typing import Any
 
 try:
     __version__ = version("dsoftmax")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0+unknown"
 
-__all__ = [
-    "Dataset",
-    "SoftmaxRegression",
-    "__version__",
-    "convert_numpy",
-    "l2_from_sklearn_C",
-    "l2_from_spark_reg_param",
-    "load_digits",
-    "make_classification",
-    "open_dataset",
-    "write_array",
-    "write_dataset",
-]
+_PUBLIC = {
+    "Dataset": "data",
+    "convert_numpy": "data",
+    "load_digits": "data",
+    "make_classification": "data",
+    "open_dataset": "data",
+    "write_array": "data",
+    "write_dataset": "data",
+    "SoftmaxRegression": "estimator",
+    "l2_from_sklearn_C": "objective",
+    "l2_from_spark_reg_param": "objective",
+}
+
+__all__ = ["__version__", *sorted(_PUBLIC)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dsoftmax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -198,6 +198,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of the minibatch order"
     )
+    train.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="write checkpoints here (a path or URL); with --resume, continue from the newest",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="N",
+        help="steps (sgd/adam) or iterations (lbfgs) between checkpoints "
+        "(default: every epoch, or every 10 iterations)",
+    )
+    train.add_argument(
+        "--keep-checkpoints",
+        type=_positive_int,
+        default=3,
+        metavar="K",
+        help="newest checkpoints kept (default 3)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in --checkpoint-dir",
+    )
     _add_common_options(train, computes=True)
 
     evaluate = commands.add_parser("evaluate", help="loss, accuracy and per-class report")
@@ -249,6 +273,7 @@ class _Cluster:
             if any(given) and not all(given):
                 raise UsageError("--tls-ca-file, --tls-cert and --tls-key go together")
             security = make_security(*given)
+            _quiet_dask_logging(self.args.verbose)
             self._client = get_client(self.args.scheduler, security=security)
             logger.info("dsoftmax: cluster %s", describe(self._client))
         return self._client
@@ -332,6 +357,8 @@ def _estimator_from(args: argparse.Namespace) -> Any:
 
     if args.nesterov and args.momentum == 0:
         raise UsageError("--nesterov needs --momentum > 0")
+    if args.resume and not args.checkpoint_dir:
+        raise UsageError("--resume needs --checkpoint-dir")
     model = SoftmaxRegression(
         l2=args.l2,
         fit_intercept=not args.no_intercept,
@@ -347,6 +374,10 @@ def _estimator_from(args: argparse.Namespace) -> Any:
         validation_fraction=args.validation_fraction,
         class_weight=args.class_weight,
         random_state=args.seed,
+        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        storage_options=args.storage_options,
         # >= 1: a progress bar, which tqdm itself hides when stderr is not a terminal.
         verbose=1 + args.verbose,
     )
@@ -371,13 +402,26 @@ def _check_model_target(url: str, storage_options: dict | None) -> None:
         )
 
 
-def _fit(model: Any, data: Any) -> str | None:
+def _fit(model: Any, data: Any, resume: bool = False) -> str | None:
     """Fit; return the ConvergenceWarning's message instead of letting it print, or None."""
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(data)
+        try:
+            model.fit(data, resume=resume)
+        except (ValueError, TypeError, FloatingPointError):
+            raise  # bad data or settings, divergence: their messages say what to do
+        except Exception as error:
+            # The scheduler, a worker or the connection went away mid-fit.
+            cause = _one_line(str(error)).split(";")[0].rstrip(". ") or type(error).__name__
+            advice = (
+                "Restart the cluster and rerun the same command with --resume to continue from "
+                f"the last checkpoint in {model.checkpoint_dir}."
+                if model.checkpoint_dir
+                else "Rerun the command; with --checkpoint-dir an interrupted fit can be resumed."
+            )
+            raise RuntimeError(f"training stopped: {cause}. {advice}") from error
     message = None
     for warning in caught:
         if issubclass(warning.category, ConvergenceWarning):
@@ -400,7 +444,7 @@ def cmd_train(args: argparse.Namespace, cluster: _Cluster) -> int:
     _check_model_target(args.model, args.storage_options)
     model.client = cluster.client()
     started = time.perf_counter()
-    not_converged = _fit(model, dataset)
+    not_converged = _fit(model, dataset, resume=args.resume)
     elapsed = time.perf_counter() - started
     if not_converged:
         print(f"{PROG}: warning: {_one_line(not_converged)}", file=sys.stderr)
@@ -548,6 +592,18 @@ def _configure_logging(verbose: int) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
+
+
+def _quiet_dask_logging(verbose: int) -> None:
+    """Dask's client logs multi-line tracebacks while it retries a lost scheduler; the CLI reports
+    the outcome as one line instead (-vv shows them). Called after distributed is imported, as
+    its import sets the levels of its loggers."""
+    import distributed  # noqa: F401 - its import configures the loggers we then quiet
+
+    level = logging.DEBUG if verbose >= 2 else logging.CRITICAL
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(level)
 
 
 def _show_warning(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -319,8 +320,11 @@ class DaskEngine:
             [None] * len(x_parts) if sample_weight is None else sample_weight.to_delayed().ravel()
         )
         assemble = dask.delayed(assemble_block, pure=True)
+        # Keys unique to this engine: another client releasing the same data's keys at the same
+        # moment must not cancel ours ("lost dependencies").
+        token = uuid.uuid4().hex[:12]
         blocks = [
-            assemble(x, lab, w, dask_key_name=f"softmax-block-{X.name}-{index}")
+            assemble(x, lab, w, dask_key_name=f"softmax-block-{token}-{index}")
             for index, (x, lab, w) in enumerate(
                 zip(x_parts, label_parts, weight_parts, strict=True)
             )

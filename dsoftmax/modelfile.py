@@ -84,6 +84,12 @@ def save_model(
 
 def _write_local_atomically(root: str, payloads: dict[str, bytes]) -> None:
     target = os.path.abspath(root)
+    if os.path.exists(target) and not os.path.isfile(os.path.join(target, MANIFEST)):
+        # Only a model (or checkpoint) is ever replaced: never a dataset or someone's folder.
+        raise ModelFileError(
+            f"refusing to write over {root!r}: it exists and is not a dsoftmax model or "
+            "checkpoint. Choose another path or remove it first."
+        )
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".tmp-model-", dir=parent)
@@ -106,6 +112,12 @@ def _write_local_atomically(root: str, payloads: dict[str, bytes]) -> None:
 
 
 def _write_remote_manifest_last(fs: Any, root: str, payloads: dict[str, bytes]) -> None:
+    fs.invalidate_cache(root)
+    if fs.exists(root) and fs.ls(root) and not fs.exists(f"{root}/{MANIFEST}"):
+        raise ModelFileError(
+            f"refusing to write over {root!r}: it holds objects and is not a dsoftmax model or "
+            "checkpoint. Choose another path or remove it first."
+        )
     if fs.exists(f"{root}/{MANIFEST}"):
         fs.rm(f"{root}/{MANIFEST}")
     for name, data in payloads.items():

@@ -126,6 +126,19 @@ def test_model_file_tampering_and_pickles_are_refused(tmp_path):
         SoftmaxRegression.load(str(path))
 
 
+def test_save_never_replaces_something_that_is_not_a_model(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    model = SoftmaxRegression().fit(np.eye(4), [0, 1, 0, 1])
+    with pytest.raises(ModelFileError, match="refusing to write over"):
+        model.save(str(precious))
+    assert (precious / "notes.txt").read_text() == "keep me"
+    model.save(str(tmp_path / "model"))
+    model.save(str(tmp_path / "model"))  # a model is replaced whole
+    assert SoftmaxRegression.load(str(tmp_path / "model")).n_features_in_ == 4
+
+
 @pytest.mark.cluster
 def test_minibatch_solvers_reach_lbfgs_accuracy_and_are_worker_count_independent(tmp_path):
     dataset_path = str(tmp_path / "teacher.zarr")
@@ -241,3 +254,25 @@ def test_predictions_on_dask_input_stay_lazy(digits, cluster_client):
     np.testing.assert_allclose(
         model.predict_log_proba(X), np.log(model.predict_proba(X)), atol=1e-12
     )
+
+
+@pytest.mark.s3
+def test_model_and_checkpoints_on_an_object_store(s3_storage_options, digits):
+    base, storage_options = s3_storage_options
+    X, y = digits
+    model = SoftmaxRegression(
+        solver="sgd", learning_rate=0.05, batch_size=256, max_iter=2, random_state=0,
+        checkpoint_dir=f"{base}/checkpoints", keep_checkpoints=1,
+        storage_options=storage_options,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X, y)
+    model.save(f"{base}/model", storage_options=storage_options)
+    loaded = SoftmaxRegression.load(f"{base}/model", storage_options=storage_options)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    from dsoftmax.checkpoint import CheckpointManager
+
+    manager = CheckpointManager(f"{base}/checkpoints", storage_options=storage_options)
+    assert len(manager.steps()) == 1  # older ones pruned
+    np.testing.assert_array_equal(manager.latest().state.params.coef, model.coef_)
