@@ -372,7 +372,7 @@ class DaskEngine:
             for worker, selection in by_worker.items()
         ]
         started = time.perf_counter()
-        results = self.client.gather(futures)
+        results = self._gather(futures)
         self.n_round_trips += 1
         self._evaluations += 1
         per_block = {
@@ -409,9 +409,32 @@ class DaskEngine:
             )
             for index, block in enumerate(self.blocks)
         ]
-        stats = self.client.gather(futures)
+        stats = self._gather(futures)
         self.n_round_trips += 1
         return stats
+
+    def _gather(self, futures: list) -> list:
+        """``client.gather``, with a worker-killing block named in the error."""
+        try:
+            return self.client.gather(futures)
+        except distributed.KilledWorker as error:
+            raise RuntimeError(self._killed_worker_message(error)) from None
+
+    def _killed_worker_message(self, error: distributed.KilledWorker) -> str:
+        key = getattr(error, "task", None)
+        index = _block_index_of(key, {future.key: i for i, future in enumerate(self.blocks)})
+        starts = block_starts(self.chunk_rows)
+        where = (
+            f"block {index} (rows {starts[index]}-{starts[index + 1] - 1})"
+            if index is not None
+            else f"task {key!r}"
+        )
+        return (
+            f"{where} killed every worker that ran it ({getattr(error, 'allowed_failures', '?')} "
+            "tolerated failures, Dask's distributed.scheduler.allowed-failures): the workers "
+            "probably ran out of memory or crashed reading it. Check that block of the store, "
+            "or give the workers more memory; checkpoints written so far are intact."
+        )
 
     def close(self) -> None:
         """Release the blocks from worker memory."""
@@ -424,6 +447,16 @@ class DaskEngine:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _block_index_of(key: Any, block_keys: dict) -> int | None:
+    """The row block a task key belongs to: our own load keys, or a dask array chunk key
+    ``(name, row_block, 0)``."""
+    if key in block_keys:
+        return block_keys[key]
+    if isinstance(key, tuple) and len(key) >= 2 and isinstance(key[1], int):
+        return key[1]
+    return None
 
 
 def _check_row_chunks(X: da.Array, labels: da.Array, sample_weight: da.Array | None) -> None:

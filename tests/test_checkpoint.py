@@ -280,3 +280,57 @@ def test_a_worker_killed_mid_fit_changes_nothing(tmp_path, solver):
             disturbed = _quiet_fit(model, dataset, None).coef_
         assert fired, "no worker was killed during the fit"
     np.testing.assert_array_equal(disturbed, reference)
+
+
+def _poison_block_two(block, marker, block_info=None):
+    """Kill the worker process that computes row block 2 once ``marker`` exists: from then on,
+    a block no worker survives."""
+    if block_info[0]["chunk-location"][0] == 2 and os.path.exists(marker):
+        os._exit(1)
+    return block
+
+
+@pytest.mark.cluster
+def test_a_block_that_kills_every_worker_is_named_and_checkpoints_survive(tmp_path, data):
+    import dask
+    import dask.array as da
+
+    X, y = data
+    checkpoints = str(tmp_path / "ckpt")
+    marker = str(tmp_path / "poisoned")
+    X_lazy = da.from_array(X, chunks=(500, -1)).map_blocks(_poison_block_two, marker, dtype=X.dtype)
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit="1GiB",
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        model = SoftmaxRegression(
+            max_iter=3, checkpoint_dir=checkpoints, client=client, random_state=0, **SGD
+        )
+
+        def poison_and_kill_the_holder():
+            # Block 2 must now be re-read, and reading it kills whoever tries.
+            open(marker, "w").close()
+            holders = client.who_has()
+            victim = sorted(
+                address
+                for key, addresses in holders.items()
+                if "softmax-block" in str(key) and str(key).endswith("-2")
+                for address in addresses
+            )[0]
+            os.kill(client.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)
+
+        with (
+            _log_hook("dsoftmax: epoch 1/", poison_and_kill_the_holder) as fired,
+            pytest.raises(RuntimeError, match=r"block 2 \(rows 1000-1499\) killed every worker"),
+        ):
+            _quiet_fit(model, X_lazy, y)
+        assert fired
+    newest = CheckpointManager(checkpoints).latest()
+    assert newest.state.epoch == 1 and np.isfinite(newest.state.params.coef).all()

@@ -276,3 +276,38 @@ def test_model_and_checkpoints_on_an_object_store(s3_storage_options, digits):
     manager = CheckpointManager(f"{base}/checkpoints", storage_options=storage_options)
     assert len(manager.steps()) == 1  # older ones pruned
     np.testing.assert_array_equal(manager.latest().state.params.coef, model.coef_)
+
+
+class _WritesAMarker:
+    """An object whose unpickling writes a file: the payload of a malicious model file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("disguise", ["object-array", "raw-pickle"])
+def test_a_malicious_model_file_is_refused_and_its_payload_never_runs(tmp_path, disguise):
+    import hashlib
+    import json
+    import pickle
+
+    path = tmp_path / "model"
+    SoftmaxRegression().fit(np.eye(4), [0, 1, 0, 1]).save(str(path))
+    marker = tmp_path / "payload-ran"
+    payload = np.array([_WritesAMarker(str(marker))], dtype=object)
+    with open(path / "coef.npy", "wb") as handle:
+        if disguise == "object-array":
+            np.save(handle, payload, allow_pickle=True)
+        else:
+            pickle.dump(payload, handle)
+    # The attacker also fixes up the checksum, so only the format check stands in the way.
+    manifest = json.loads((path / "manifest.json").read_text())
+    digest = hashlib.sha256((path / "coef.npy").read_bytes()).hexdigest()
+    manifest["arrays"]["coef"]["sha256"] = digest
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="not a plain numeric array"):
+        SoftmaxRegression.load(str(path))
+    assert not marker.exists()
