@@ -17,6 +17,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0+unknown"
 
 _PUBLIC = {
+    "ChunkReadError": "data",
     "Dataset": "data",
     "convert_numpy": "data",
     "load_digits": "data",

@@ -21,15 +21,22 @@ Reading is lazy: :func:`open_dataset` checks the structure (shapes, dtypes, chun
 that every chunk exists) without reading data, and :func:`check_values` makes one pass over the
 values. :func:`block_stats` is the per-block part of that pass, a pure NumPy function the training
 engine also runs on blocks already held in worker memory.
+
+Every chunk of the lazy arrays is read by one task of ours: transient I/O errors (connection
+resets, timeouts) are retried ``read_retries`` times with a doubling pause, and a chunk that
+cannot be read or decoded raises :class:`ChunkReadError` naming the store, the array, the chunk,
+its rows and its store key.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import json
 import math
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,12 +49,15 @@ import fsspec
 import numpy as np
 import zarr
 import zarr.codecs
+from dask.highlevelgraph import HighLevelGraph
 from zarr.core.sync import sync
 from zarr.errors import ContainsArrayError, GroupNotFoundError
 
 __all__ = [
+    "DEFAULT_READ_RETRIES",
     "FORMAT_VERSION",
     "BlockStats",
+    "ChunkReadError",
     "Dataset",
     "DatasetStats",
     "block_stats",
@@ -74,6 +84,12 @@ ROW_SUM_TOLERANCE = 1e-6
 MAX_PROBLEMS_SHOWN = 5
 #: Rows per chunk of :func:`write_array` when neither ``chunk_rows`` nor dask chunks decide.
 DEFAULT_CHUNK_ROWS = 65536
+#: Retries of a chunk read that failed with a transient I/O error, by default.
+DEFAULT_READ_RETRIES = 3
+#: Pause before the first retry of a chunk read, in seconds; it doubles at every retry.
+READ_RETRY_BACKOFF = 0.1
+#: Longest pause between two tries of a chunk read, in seconds.
+READ_RETRY_MAX_PAUSE = 5.0
 
 # ---------------------------------------------------------------------------------------------
 # Dataset and statistics
@@ -102,6 +118,9 @@ class Dataset:
     fingerprint : str
         Hex sha256 of the metadata and of the content digest recorded at write time; the same
         for every open of the same store, different after any write through this module.
+    read_retries : int
+        How many times a chunk read that failed with a transient I/O error is retried before
+        :class:`ChunkReadError` is raised (default :data:`DEFAULT_READ_RETRIES`).
     """
 
     url: str
@@ -113,6 +132,7 @@ class Dataset:
     sample_weight: da.Array | None
     classes: np.ndarray
     fingerprint: str
+    read_retries: int = DEFAULT_READ_RETRIES
 
     @property
     def n_samples(self) -> int:
@@ -139,6 +159,45 @@ class Dataset:
     def labels(self) -> da.Array:
         """``y`` when the dataset has class ids, else ``Y``."""
         return self.y if self.y is not None else self.Y
+
+
+class ChunkReadError(ValueError):
+    """A chunk of a dataset could not be read or decoded.
+
+    The message names the store, the array, the chunk index, its rows, its store key, the
+    underlying error and the fix. The attributes repeat those facts for programs; they are None
+    on an error rebuilt from its message alone.
+
+    Attributes
+    ----------
+    url : str
+        The dataset's path or URL.
+    array : str
+        ``"X"``, ``"y"``, ``"Y"`` or ``"sample_weight"``.
+    chunk_index : int
+        Position of the chunk along the rows.
+    rows : tuple of (int, int)
+        First row and one past the last row of the chunk.
+    key : str
+        The chunk's key in the store, e.g. ``"X/c/3/0"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        array: str | None = None,
+        chunk_index: int | None = None,
+        rows: tuple[int, int] | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.array = array
+        self.chunk_index = chunk_index
+        self.rows = rows
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -1169,14 +1228,172 @@ def _fingerprint(attrs: Mapping[str, Any], arrays: Mapping[str, zarr.Array]) -> 
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _lazy(array: zarr.Array, name: str, fingerprint: str, url: str) -> da.Array:
-    # The zarr.Array (with its store) travels in the graph, so workers read chunks straight
-    # from the store; the name is deterministic, so two opens of one store share dask keys.
+# ---------------------------------------------------------------------------------------------
+# Reading chunks
+# ---------------------------------------------------------------------------------------------
+
+#: Errors of the class names below (from optional libraries, so matched by name) are transient.
+_TRANSIENT_ERROR_CLASSES = frozenset(
+    {
+        # botocore: endpoint, proxy and connect-timeout errors; read timeouts, closed
+        # connections and broken streams; a body shorter than announced.
+        ("botocore.exceptions", "ConnectionError"),
+        ("botocore.exceptions", "HTTPClientError"),
+        ("botocore.exceptions", "IncompleteReadError"),
+        # aiohttp: connection errors, and a response body cut short.
+        ("aiohttp.client_exceptions", "ClientConnectionError"),
+        ("aiohttp.client_exceptions", "ClientPayloadError"),
+    }
+)
+#: OSErrors that retrying does not cure: a decoder's complaint, or a lasting refusal.
+_LASTING_OS_ERRORS = (
+    gzip.BadGzipFile,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Whether ``error`` may go away if the read is tried again (network and I/O trouble);
+    decode errors and refusals are never transient."""
+    if isinstance(error, _LASTING_OS_ERRORS):
+        return False
+    if isinstance(error, OSError):  # also TimeoutError and ConnectionError
+        return True
+    return any(
+        (cls.__module__, cls.__qualname__) in _TRANSIENT_ERROR_CLASSES
+        for cls in type(error).__mro__
+    )
+
+
+def _retry_pause(attempt: int) -> float:
+    """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""
+    return min(READ_RETRY_BACKOFF * 2.0**attempt, READ_RETRY_MAX_PAUSE)
+
+
+@dataclass(frozen=True, eq=False)
+class _ChunkSource:
+    """What a chunk-read task needs: one array of a store, and how messages name it.
+
+    The zarr array pickles as its store's location and options (no open connection), so a
+    remote worker reopens the store itself; it sits in the graph once, under its own key.
+    """
+
+    array: zarr.Array
+    url: str
+    name: str
+    read_retries: int
+
+    def chunk_key(self, row_start: int) -> str:
+        # A sharded array stores whole shards: the key of the shard holding the chunk.
+        step = (self.array.shards or self.array.chunks)[0]
+        coords = (row_start // step,) + (0,) * (self.array.ndim - 1)
+        return f"{self.array.path}/{self.array.metadata.encode_chunk_key(coords)}"
+
+
+def _chunk_read_error(
+    source: _ChunkSource, chunk_index: int, rows: tuple[int, int], error: Exception, tries: int
+) -> ChunkReadError:
+    """The error for a chunk whose last try (of ``tries``) failed with ``error``."""
+    key = source.chunk_key(rows[0])
+    where = (
+        f"chunk {chunk_index} of {source.name} in {source.url!r} "
+        f"({_rows_text(rows[0], rows[1] - rows[0])}, store key {key!r})"
+    )
+    cause = f"{type(error).__name__}: {error}"
+    rewrite = (
+        "the store is damaged: rewrite it, e.g. with dsoftmax.data.write_dataset, "
+        "convert_numpy or `dsoftmax convert`, from the source data"
+    )
+    if _is_transient(error):
+        message = (
+            f"cannot read {where} after {tries} {'try' if tries == 1 else 'tries'} "
+            f"(read_retries={source.read_retries}): {cause}. Check that the store is reachable "
+            "(network, endpoint, credentials in storage_options) and try again, or open the "
+            f"dataset with a larger read_retries; if the error persists, {rewrite}."
+        )
+    else:
+        message = f"cannot read {where}: {cause}. {rewrite[0].upper()}{rewrite[1:]}."
+    return ChunkReadError(
+        message,
+        url=source.url,
+        array=source.name,
+        chunk_index=chunk_index,
+        rows=rows,
+        key=key,
+    )
+
+
+def _read_row_chunk(source: _ChunkSource, chunk_index: int, start: int, stop: int) -> np.ndarray:
+    """Worker task: rows ``start:stop`` (one chunk) of one array, read from the store.
+
+    Transient I/O errors are retried ``source.read_retries`` times with a doubling pause; any
+    other failure, or a transient one that outlasts the retries, raises :class:`ChunkReadError`.
+    """
+    retries = 0
+    while True:
+        try:
+            return source.array[start:stop]
+        except MemoryError:
+            raise
+        except Exception as error:
+            if retries == source.read_retries or not _is_transient(error):
+                raise _chunk_read_error(
+                    source, chunk_index, (start, stop), error, retries + 1
+                ) from error
+        # Outside the except block, so a later error does not chain every earlier one.
+        time.sleep(_retry_pause(retries))
+        retries += 1
+
+
+def _row_chunk_bounds(array: zarr.Array) -> list[tuple[int, int]]:
+    """``(start, stop)`` of every chunk of rows: the Zarr chunks, the last one shorter."""
+    n_rows, chunk_rows = array.shape[0], array.chunks[0]
+    return [(start, min(start + chunk_rows, n_rows)) for start in range(0, n_rows, chunk_rows)]
+
+
+def _lazy(array: zarr.Array, name: str, fingerprint: str, url: str, read_retries: int) -> da.Array:
+    """A dask array with one task per Zarr chunk of rows, each a :func:`_read_row_chunk` call."""
+    # Deterministic: two opens of one store share dask keys (and blocks already in memory).
     token = hashlib.sha256(f"{url}\0{fingerprint}".encode()).hexdigest()[:16]
-    return da.from_zarr(array, name=f"dsoftmax-{name}-{token}")
+    dask_name = f"dsoftmax-{name}-{token}"
+    source_key = f"{dask_name}-source"
+    other_axes = (0,) * (array.ndim - 1)
+    bounds = _row_chunk_bounds(array)
+    graph: dict[Any, Any] = {source_key: _ChunkSource(array, url, name, read_retries)}
+    for index, (start, stop) in enumerate(bounds):
+        graph[(dask_name, index, *other_axes)] = (_read_row_chunk, source_key, index, start, stop)
+    chunks = (tuple(stop - start for start, stop in bounds), *((size,) for size in array.shape[1:]))
+    return da.Array(
+        HighLevelGraph.from_collections(dask_name, graph, dependencies=()),
+        dask_name,
+        chunks=chunks,
+        dtype=array.dtype,
+        meta=np.empty((0,) * array.ndim, dtype=array.dtype),
+    )
 
 
-def open_dataset(url: str | os.PathLike, *, storage_options: dict | None = None) -> Dataset:
+def _check_read_retries(read_retries: Any) -> int:
+    if (
+        isinstance(read_retries, bool)
+        or not isinstance(read_retries, int | np.integer)
+        or read_retries < 0
+    ):
+        raise ValueError(
+            f"read_retries must be an int >= 0 (retries of a chunk read after a transient I/O "
+            f"error), got {read_retries!r}; the default is {DEFAULT_READ_RETRIES}."
+        )
+    return int(read_retries)
+
+
+def open_dataset(
+    url: str | os.PathLike,
+    *,
+    storage_options: dict | None = None,
+    read_retries: int = DEFAULT_READ_RETRIES,
+) -> Dataset:
     """Open and structurally validate a dataset, without reading its data.
 
     Parameters
@@ -1185,6 +1402,11 @@ def open_dataset(url: str | os.PathLike, *, storage_options: dict | None = None)
         Local path or fsspec URL (``s3://bucket/train.zarr``).
     storage_options : dict, optional
         fsspec options (credentials, endpoint).
+    read_retries : int, default=3
+        Retries of a chunk read that failed with a transient I/O error (``OSError`` such as a
+        connection reset or a timeout, or a botocore/aiohttp connection error), after pauses
+        of 0.1 s, 0.2 s, 0.4 s, ... (at most 5 s). Decode errors are never retried. A chunk
+        that still cannot be read raises :class:`ChunkReadError` when the data is computed.
 
     Returns
     -------
@@ -1198,9 +1420,11 @@ def open_dataset(url: str | os.PathLike, *, storage_options: dict | None = None)
         When the group is not a dsoftmax dataset of a supported format, or an array has the
         wrong shape, dtype or chunking, row chunks disagree between arrays, the class
         attributes disagree, or a chunk is missing from the store. Values are checked by
-        :func:`check_values`.
+        :func:`check_values`; a damaged chunk raises :class:`ChunkReadError` (a ValueError)
+        when it is read.
     """
     url = _as_url(url)
+    read_retries = _check_read_retries(read_retries)
     group = _open_existing_group(url, storage_options)
     attrs = dict(group.attrs)
     n_classes = _check_attrs(attrs, url)
@@ -1210,7 +1434,9 @@ def open_dataset(url: str | os.PathLike, *, storage_options: dict | None = None)
     _check_row_chunks(arrays, url)
     _check_chunks_present(arrays, url)
     fingerprint = _fingerprint(attrs, arrays)
-    lazy = {name: _lazy(array, name, fingerprint, url) for name, array in arrays.items()}
+    lazy = {
+        name: _lazy(array, name, fingerprint, url, read_retries) for name, array in arrays.items()
+    }
     return Dataset(
         url=url,
         storage_options=None if storage_options is None else dict(storage_options),
@@ -1220,6 +1446,7 @@ def open_dataset(url: str | os.PathLike, *, storage_options: dict | None = None)
         sample_weight=lazy.get("sample_weight"),
         classes=np.asarray(attrs["classes"]),
         fingerprint=fingerprint,
+        read_retries=read_retries,
     )
 
 

@@ -6,7 +6,7 @@ Shape of one evaluation (a loss + gradient, or a metrics pass)::
                                         softmax_worker_sums(blocks, params, rows) → [BlockSums]
            ◀── one BlockSums per block ─ (K×d each), added on the client by a fixed tree
 
-* Blocks are loaded through the task graph (``da.from_zarr`` or a graph-embedded NumPy chunk), never
+* Blocks are loaded through the task graph (the data layer's chunk reads or a graph-embedded NumPy chunk), never
   with ``client.scatter``: when a worker dies, Dask recomputes its blocks from the store.
 * One task per worker, not per block, keeps the scheduler's share of a step small (measured: a
   task per block and a tree of add tasks cost ~60 ms per minibatch step on 2 workers).
