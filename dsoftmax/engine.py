@@ -6,8 +6,9 @@ Shape of one evaluation (a loss + gradient, or a metrics pass)::
                                         softmax_worker_sums(blocks, params, rows) → [BlockSums]
            ◀── one BlockSums per block ─ (K×d each), added on the client by a fixed tree
 
-* Blocks are loaded through the task graph (the data layer's chunk reads or a graph-embedded NumPy chunk), never
-  with ``client.scatter``: when a worker dies, Dask recomputes its blocks from the store.
+* Blocks are loaded through the task graph (the data layer's chunk reads, or a graph-embedded
+  NumPy chunk), never with ``client.scatter``: when a worker dies, Dask recomputes its blocks
+  from the store.
 * One task per worker, not per block, keeps the scheduler's share of a step small (measured: a
   task per block and a tree of add tasks cost ~60 ms per minibatch step on 2 workers).
 * The reduce is a tree over the *block index*, with a fixed fan-in, so the floating-point order of
