@@ -506,6 +506,31 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
         return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
 
+    def export_sklearn(self) -> Any:
+        """A fitted ``sklearn.linear_model.LogisticRegression`` with the same predictions.
+
+        With more than two classes the coefficients are copied as they are (scikit-learn's
+        multinomial model is this one). With two, scikit-learn's binary model scores
+        ``classes_[1]`` against ``classes_[0]``: its coefficients are the differences of the two
+        rows, which gives the same probabilities. ``C`` keeps scikit-learn's default; refitting
+        the exported estimator does not reproduce ``l2`` (use
+        :func:`dsoftmax.objective.l2_from_sklearn_C` to convert).
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        check_is_fitted(self)
+        exported = LogisticRegression(fit_intercept=self.fit_intercept)
+        exported.classes_ = self.classes_.copy()
+        if len(self.classes_) == 2:
+            exported.coef_ = (self.coef_[1] - self.coef_[0])[None, :]
+            exported.intercept_ = np.array([self.intercept_[1] - self.intercept_[0]])
+        else:
+            exported.coef_ = self.coef_.copy()
+            exported.intercept_ = self.intercept_.copy()
+        exported.n_features_in_ = self.n_features_in_
+        exported.n_iter_ = np.array([self.n_iter_])
+        return exported
+
     # ------------------------------------------------------------- persistence
     def save(self, path: str, *, storage_options: dict | None = None) -> None:
         """Save the fitted model to ``path`` (directory or fsspec URL) without pickle."""

@@ -53,3 +53,12 @@ def test_binary_decision_function_follows_scikit_learn():
     np.testing.assert_array_equal(model.predict(X[mask]), model.classes_[(scores > 0).astype(int)])
     assert not hasattr(SoftmaxRegression(), "partial_fit")
     assert hasattr(SoftmaxRegression(solver="adam"), "partial_fit")
+
+
+def test_export_sklearn_predicts_the_same():
+    X, y = load_iris(return_X_y=True)
+    for labels in (y, np.where(y == 0, "setosa", "other")):
+        model = SoftmaxRegression(l2=1e-2, max_iter=1000).fit(X, labels)
+        exported = model.export_sklearn()
+        np.testing.assert_array_equal(exported.predict(X), model.predict(X))
+        np.testing.assert_allclose(exported.predict_proba(X), model.predict_proba(X), atol=1e-12)
