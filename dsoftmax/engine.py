@@ -138,9 +138,10 @@ def softmax_worker_sums(
     params: Params,
     rows: list[np.ndarray | None],
     class_weight: np.ndarray | None,
-) -> list[BlockSums]:
-    """Worker task: :func:`softmax_block_sums` of each block this worker holds, one per block."""
-    return [
+) -> tuple[str, list[BlockSums]]:
+    """Worker task: :func:`softmax_block_sums` of each block this worker holds, one per block,
+    with the worker's address (so the client notices when work moved after a worker loss)."""
+    return distributed.get_worker().address, [
         softmax_block_sums(block, params, selected, class_weight)
         for block, selected in zip(blocks, rows, strict=True)
     ]
@@ -151,9 +152,9 @@ def softmax_worker_metrics(
     params: Params,
     rows: list[np.ndarray | None],
     class_weight: np.ndarray | None,
-) -> list[BlockMetrics]:
+) -> tuple[str, list[BlockMetrics]]:
     """Worker task: :func:`softmax_block_metrics` of each block this worker holds."""
-    return [
+    return distributed.get_worker().address, [
         softmax_block_metrics(block, params, selected, class_weight)
         for block, selected in zip(blocks, rows, strict=True)
     ]
@@ -312,6 +313,7 @@ class DaskEngine:
         self.n_round_trips = 0
         self._evaluations = 0
         self._placement: dict[int, str] | None = None
+        self._placement_stale = False
         self.blocks = self._load_blocks(X, labels, sample_weight)
 
     def _load_blocks(self, X: da.Array, labels: da.Array, sample_weight: da.Array | None) -> list:
@@ -340,8 +342,14 @@ class DaskEngine:
 
     def _block_workers(self) -> dict[int, str]:
         """Which worker holds each block; refreshed every :data:`PLACEMENT_REFRESH` evaluations
-        (a stale entry after a worker loss costs a transfer, never a wrong result)."""
-        if self._placement is None or self._evaluations % PLACEMENT_REFRESH == 0:
+        and after work ran elsewhere than planned (a stale entry costs a transfer, never a wrong
+        result)."""
+        if (
+            self._placement is None
+            or self._placement_stale
+            or self._evaluations % PLACEMENT_REFRESH == 0
+        ):
+            previous = set((self._placement or {}).values())
             with self.client.as_current():  # wait() asks for the current client
                 distributed.wait(self.blocks)
             who_has = self.client.who_has(self.blocks)
@@ -350,6 +358,13 @@ class DaskEngine:
                 index: sorted(who_has.get(future.key, ()) or ("",))[0]
                 for index, future in enumerate(self.blocks)
             }
+            self._placement_stale = False
+            for worker in sorted(previous - set(self._placement.values()) - {""}):
+                logger.warning(
+                    "dsoftmax: worker %s is gone; its blocks were re-read from the store by the "
+                    "other workers and the fit goes on",
+                    worker,
+                )
         return self._placement
 
     def _evaluate(self, worker_task: Callable, add_group: Callable, params: Params, batch) -> Any:
@@ -376,14 +391,20 @@ class DaskEngine:
         results = self._gather(futures)
         self.n_round_trips += 1
         self._evaluations += 1
+        ran_on = [address for address, _ in results]
+        self._placement_stale = any(
+            planned and planned != actual for planned, actual in zip(by_worker, ran_on, strict=True)
+        )
         per_block = {
             index: part
-            for selection, parts in zip(by_worker.values(), results, strict=True)
+            for selection, (_, parts) in zip(by_worker.values(), results, strict=True)
             for (index, _), part in zip(selection, parts, strict=True)
         }
         logger.debug(
             "evaluation over %d blocks on %d workers: %.1f ms",
-            len(per_block), len(futures), 1e3 * (time.perf_counter() - started),
+            len(per_block),
+            len(futures),
+            1e3 * (time.perf_counter() - started),
         )
         # Block order, not worker order: the same additions whatever the placement.
         return tree_reduce([per_block[index] for index, _ in batch.blocks], add_group)

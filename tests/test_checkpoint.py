@@ -137,7 +137,11 @@ def test_lbfgs_resume_reaches_the_same_optimum(tmp_path, data):
     resumed = SoftmaxRegression(
         l2=1e-3, tol=1e-10, max_iter=500, checkpoint_dir=checkpoints, checkpoint_every=3
     ).fit(X, y, resume=True)
-    np.testing.assert_allclose(resumed.coef_, reference.coef_, atol=1e-6)
+    np.testing.assert_allclose(resumed.coef_, reference.coef_, rtol=0, atol=1e-6)
+    assert (
+        abs(resumed.loss_curve_[-1] - reference.loss_curve_[-1])
+        <= 1e-10 * reference.loss_curve_[-1]
+    )
 
 
 def _checkpoint_files(tmp_path, data):
@@ -276,9 +280,14 @@ def test_a_worker_killed_mid_fit_changes_nothing(tmp_path, solver):
             os.kill(pid, signal.SIGKILL)
 
         trigger = "dsoftmax: epoch 1/" if solver == "sgd" else "dsoftmax: iteration 3/"
-        with _log_hook(trigger, kill_a_worker) as fired:
+        lost = []
+        with (
+            _log_hook(trigger, kill_a_worker) as fired,
+            _log_hook("dsoftmax: worker", lambda: lost.append(True)),
+        ):
             disturbed = _quiet_fit(model, dataset, None).coef_
         assert fired, "no worker was killed during the fit"
+        assert lost, "the loss of the worker was not logged"
     np.testing.assert_array_equal(disturbed, reference)
 
 
