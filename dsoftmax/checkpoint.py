@@ -178,6 +178,12 @@ class CheckpointManager:
         return path
 
     def _prune(self) -> None:
+        if isinstance(self._fs, LocalFileSystem):
+            # Staging directories left by a write that was killed: only this fit writes here.
+            for leftover in self._fs.glob(f"{self._root}/.tmp-model-*") + self._fs.glob(
+                f"{self._root}/.old-model-*"
+            ):
+                self._fs.rm(leftover, recursive=True)
         for step in self.steps()[: -self.keep]:
             path = self._path(step)
             _, root = fsspec.url_to_fs(path, **(self.storage_options or {}))

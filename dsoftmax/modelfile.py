@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from typing import Any
 
 import fsspec
@@ -99,6 +100,7 @@ def _write_local_atomically(root: str, payloads: dict[str, bytes]) -> None:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+        _fault_pause(target)
         if os.path.isdir(target):
             retired = tempfile.mkdtemp(prefix=".old-model-", dir=parent)
             os.replace(target, os.path.join(retired, "model"))
@@ -109,6 +111,21 @@ def _write_local_atomically(root: str, payloads: dict[str, bytes]) -> None:
     finally:
         if os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)
+
+
+#: Fault-injection hook for tests of crash safety: ``"<path part>:<seconds>"`` pauses every write
+#: whose target path contains ``<path part>`` after its files are staged and before they are moved
+#: into place, so a test can kill the process mid-write. Unset in normal use.
+FAULT_PAUSE_ENV = "DSOFTMAX_FAULT_PAUSE_BEFORE_COMMIT"
+
+
+def _fault_pause(target: str) -> None:
+    setting = os.environ.get(FAULT_PAUSE_ENV)
+    if not setting:
+        return
+    part, _, seconds = setting.rpartition(":")
+    if part and part in target:
+        time.sleep(float(seconds))
 
 
 def _write_remote_manifest_last(fs: Any, root: str, payloads: dict[str, bytes]) -> None:

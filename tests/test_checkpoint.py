@@ -20,6 +20,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from dsoftmax import SoftmaxRegression, make_classification, open_dataset
 from dsoftmax.checkpoint import CheckpointError, CheckpointManager
+from dsoftmax.modelfile import FAULT_PAUSE_ENV
 from dsoftmax.training import DivergenceError
 
 SGD = {"solver": "sgd", "learning_rate": 0.05, "momentum": 0.9, "batch_size": 64, "l2": 1e-3}
@@ -110,6 +111,39 @@ def test_trainer_killed_between_checkpoints_resumes_identically(tmp_path, data):
         SoftmaxRegression(checkpoint_dir=str(checkpoints), **params), X, y, resume=True
     )
     np.testing.assert_array_equal(resumed.coef_, reference.coef_)
+
+
+def test_trainer_killed_while_writing_a_checkpoint_resumes_identically(tmp_path, data):
+    X, y = data
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    checkpoints = tmp_path / "ckpt"
+    params = dict(SGD, max_iter=3, random_state=0, checkpoint_every=20)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, warnings
+        from dsoftmax import SoftmaxRegression
+        X = np.load({str(tmp_path / "X.npy")!r}); y = np.load({str(tmp_path / "y.npy")!r})
+        warnings.simplefilter("ignore")
+        SoftmaxRegression(checkpoint_dir={str(checkpoints)!r}, **{params!r}).fit(X, y)
+        """
+    )
+    # The write of step 60 stops after its files are staged, before they are moved into place.
+    env = {**os.environ, FAULT_PAUSE_ENV: "step-0000000060:60"}
+    trainer = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(checkpoints.glob(".tmp-model-*/manifest.json")):
+        time.sleep(0.01)
+    os.kill(trainer.pid, signal.SIGKILL)
+    assert trainer.wait(timeout=30) == -signal.SIGKILL
+    assert CheckpointManager(str(checkpoints)).steps() == [20, 40]  # step 60 never completed
+
+    reference = _quiet_fit(SoftmaxRegression(**params), X, y)
+    resumed = _quiet_fit(
+        SoftmaxRegression(checkpoint_dir=str(checkpoints), **params), X, y, resume=True
+    )
+    np.testing.assert_array_equal(resumed.coef_, reference.coef_)
+    assert not list(checkpoints.glob(".tmp-model-*"))  # the killed write's leftovers are gone
 
 
 def test_half_written_checkpoints_are_ignored(tmp_path, data):
