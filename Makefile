@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects no test: that is a broken suite, not a pass.
 test: $(STAMP)
-	$(BIN)/ruff check dsoftmax tests benchmarks examples
+	$(BIN)/ruff check dsoftmax tests benchmarks examples cluster
 	$(BIN)/python -m pytest -m "not slow" ; rc=$$? ; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no test" >&2; exit 1; fi ; exit $$rc
 
@@ -26,7 +26,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check dsoftmax tests benchmarks examples
+	$(BIN)/ruff check dsoftmax tests benchmarks examples cluster
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

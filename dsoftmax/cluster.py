@@ -21,6 +21,7 @@ import atexit
 import ipaddress
 import logging
 import socket
+import ssl
 import threading
 import weakref
 from pathlib import Path
@@ -415,12 +416,42 @@ def _is_loopback(host: str) -> bool:
 
 
 def _connection_failure_message(address: str, timeout: float, exc: BaseException) -> str:
+    tls_problem = _tls_failure(exc)
+    if tls_problem:
+        return (
+            f"Could not connect to the Dask scheduler at {address}: {tls_problem}. Pass the "
+            "cluster's CA with --tls-ca-file and a certificate it signed with --tls-cert/--tls-key."
+        )
     return (
         f"Could not connect to the Dask scheduler at {address} within {timeout:g} s "
         f"({_diagnose(address, timeout) or _root_cause(exc)}). Is `dask scheduler` running "
         "there and reachable from here? For a TLS cluster use tls:// and "
         "--tls-ca-file/--tls-cert/--tls-key."
     )
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """Name a TLS handshake failure found in ``exc``'s chain, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return (
+                "the scheduler's certificate is not signed by the CA given with --tls-ca-file "
+                f"({current.verify_message or current})"
+            )
+        if isinstance(current, ssl.SSLError):
+            text = str(current).lower()
+            # The scheduler says "unknown ca", or simply hangs up mid-handshake (EOF).
+            if isinstance(current, ssl.SSLEOFError) or "unknown ca" in text or "eof" in text:
+                return (
+                    "the scheduler ended the TLS handshake, refusing this client's certificate "
+                    "(is it signed by the cluster's CA?)"
+                )
+            return f"the TLS handshake failed ({current.reason or current})"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _diagnose(address: str, timeout: float) -> str | None:
