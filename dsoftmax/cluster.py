@@ -361,7 +361,9 @@ def _client_for_address(
         try:
             client = distributed.Client(address, security=security, timeout=timeout)
         except OSError as exc:  # TimeoutError and refused connections are OSErrors
-            raise ConnectionError(_connection_failure_message(address, timeout, exc)) from exc
+            raise ConnectionError(
+                _connection_failure_message(address, timeout, exc, effective_security)
+            ) from exc
         _clients_by_address[address] = client
     if logger.isEnabledFor(logging.INFO):
         logger.info("Connected to Dask: %s", describe(client))
@@ -415,8 +417,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _connection_failure_message(address: str, timeout: float, exc: BaseException) -> str:
-    tls_problem = _tls_failure(exc)
+def _connection_failure_message(
+    address: str, timeout: float, exc: BaseException, security: Security | None = None
+) -> str:
+    tls_problem = _tls_failure(exc) or _probe_tls(address, security)
     if tls_problem:
         return (
             f"Could not connect to the Dask scheduler at {address}: {tls_problem}. Pass the "
@@ -428,6 +432,32 @@ def _connection_failure_message(address: str, timeout: float, exc: BaseException
         "there and reachable from here? For a TLS cluster use tls:// and "
         "--tls-ca-file/--tls-cert/--tls-key."
     )
+
+
+def _probe_tls(address: str, security: Security | None) -> str | None:
+    """One TLS handshake with the client's credentials: names a certificate refusal that Dask's
+    retries hid (it keeps only its last attempt's error)."""
+    scheme, location = parse_address(address)
+    if scheme != "tls" or security is None:
+        return None
+    context = security.get_connection_args("client").get("ssl_context")
+    if context is None:
+        return None
+    host, port = parse_host_port(location)
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                # With TLS 1.3 the server judges the client's certificate after the client's
+                # side of the handshake is done: its verdict comes with the first read.
+                tls.settimeout(0.5)
+                tls.recv(1)
+    except TimeoutError:
+        return None  # the handshake held: the scheduler waits for Dask's protocol
+    except ssl.SSLError as error:
+        return _tls_failure(error)
+    except OSError:
+        return None
+    return None
 
 
 def _tls_failure(exc: BaseException) -> str | None:
