@@ -26,6 +26,10 @@ _PUBLIC = {
     "write_array": "data",
     "write_dataset": "data",
     "SoftmaxRegression": "estimator",
+    "convert_csv": "convert",
+    "convert_parquet": "convert",
+    "convert_svmlight": "convert",
+    "plot_training": "plotting",
     "l2_from_sklearn_C": "objective",
     "l2_from_spark_reg_param": "objective",
 }

@@ -27,6 +27,8 @@ logger = logging.getLogger("dsoftmax")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PROG = "dsoftmax"
+#: The formats of ``dsoftmax convert`` (``dsoftmax.convert.FORMATS``, without importing it).
+CONVERT_FORMATS = ("npz", "npy", "parquet", "csv", "svmlight")
 
 
 class UsageError(Exception):
@@ -78,6 +80,13 @@ _non_negative_float = _number_type(float, low=0.0)
 _positive_float = _number_type(float, low=0.0, low_open=True)
 _momentum = _number_type(float, low=0.0, high=1.0)
 _open_fraction = _number_type(float, low=0.0, high=1.0, low_open=True)
+
+
+def _column_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"must be column names separated by commas, got {text!r}")
+    return names
 
 
 def _json_object(text: str) -> dict:
@@ -144,15 +153,68 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser(
         "convert",
-        help="convert .npz or .npy files to a Zarr dataset",
-        description="Convert DATA.npz (arrays --feature-key and --label-key), or X.npy and "
-        "y.npy, into a Zarr dataset. Labels may be of any kind (ints, strings); the files are "
-        "read on this machine, in chunks, without pickle.",
+        help="convert .npz/.npy, Parquet, CSV or svmlight files to a Zarr dataset",
+        description="Convert files into a Zarr dataset. The format comes from the names: "
+        "DATA.npz (arrays --feature-key and --label-key); X.npy y.npy; .parquet files or a "
+        "directory of them; .csv files (also .csv.gz, .bz2, .xz, .zst); svmlight/libsvm files "
+        "(.svm, .svmlight, .libsvm, .txt, also .gz, .bz2). Glob patterns work for Parquet, CSV "
+        "and svmlight; --format names the format instead. Labels may be of any kind (ints, "
+        "strings). Parquet and CSV stream in blocks (files larger than memory convert); "
+        "svmlight is loaded into memory. Nothing is unpickled.",
     )
-    convert.add_argument("source", nargs="+", metavar="SOURCE", help="DATA.npz, or X.npy y.npy")
+    convert.add_argument(
+        "source",
+        nargs="+",
+        metavar="SOURCE",
+        help="DATA.npz, X.npy y.npy, or Parquet/CSV/svmlight files, globs or a Parquet directory",
+    )
     convert.add_argument("--out", required=True, help="output Zarr path or URL")
-    convert.add_argument("--feature-key", default="X", help="array name of the features in .npz")
-    convert.add_argument("--label-key", default="y", help="array name of the labels in .npz")
+    convert.add_argument(
+        "--format", choices=CONVERT_FORMATS, help="the sources' format (default: from the names)"
+    )
+    table = convert.add_argument_group("Parquet and CSV")
+    table.add_argument("--label-column", metavar="NAME", help="column of the labels (required)")
+    table.add_argument(
+        "--feature-columns",
+        metavar="A,B,C",
+        type=_column_names,
+        help="feature columns, in order (default: every numeric column but the label)",
+    )
+    table.add_argument(
+        "--embedding-column",
+        metavar="NAME",
+        help="Parquet only: a list column whose rows are the feature vectors",
+    )
+    table.add_argument(
+        "--source-storage-options",
+        metavar="JSON",
+        type=_json_object,
+        help="fsspec options to read s3://… sources",
+    )
+    arrays = convert.add_argument_group(".npz")
+    arrays.add_argument("--feature-key", metavar="NAME", help="array of the features (default X)")
+    arrays.add_argument("--label-key", metavar="NAME", help="array of the labels (default y)")
+    svmlight = convert.add_argument_group("svmlight")
+    svmlight.add_argument(
+        "--n-features", type=_positive_int, help="feature count (default: the highest index)"
+    )
+    svmlight.add_argument(
+        "--zero-based",
+        choices=("auto", "yes", "no"),
+        help="whether feature indices start at 0 (default auto: guessed from the files)",
+    )
+    svmlight.add_argument(
+        "--max-dense-bytes",
+        type=_positive_int,
+        metavar="BYTES",
+        help="refuse files whose dense matrix is larger (default 4 GiB)",
+    )
+    convert.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        help="feature dtype of Parquet, CSV and svmlight sources (default: float32 for svmlight "
+        "and all-float32 Parquet features, else float64)",
+    )
     convert.add_argument("--chunk-rows", type=_positive_int, default=65536)
     convert.add_argument("--codec", choices=("zstd", "lz4", "none"), default="zstd")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -254,6 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir", help="where to write the dataset and model (default: a temp dir)"
     )
     _add_common_options(demo, computes=True)
+    plot = commands.add_parser(
+        "plot",
+        help="draw a model's training curves (and a confusion matrix) to a PNG",
+        description="Draw the training loss per iteration or epoch, the validation loss and "
+        "accuracy when early stopping recorded them, and with --data the confusion matrix of "
+        "the model on that dataset. Needs matplotlib: pip install 'dsoftmax[plot]'.",
+    )
+    plot.add_argument("model", help="model path or URL")
+    plot.add_argument("--out", required=True, help="PNG file to write (its folder must exist)")
+    plot.add_argument(
+        "--data", metavar="DATASET", help="evaluate the model on this dataset for the matrix"
+    )
+    _add_common_options(plot, computes=True)
     return parser
 
 
@@ -329,22 +404,96 @@ def cmd_make_data(args: argparse.Namespace, cluster: _Cluster) -> int:
     return EXIT_OK
 
 
-def cmd_convert(args: argparse.Namespace, cluster: _Cluster) -> int:
-    from .data import convert_numpy
+#: Options of ``convert`` that only some formats take, with those formats.
+_CONVERT_OPTION_FORMATS = {
+    "label_column": ("parquet", "csv"),
+    "feature_columns": ("parquet", "csv"),
+    "embedding_column": ("parquet",),
+    "source_storage_options": ("parquet", "csv"),
+    "feature_key": ("npz",),
+    "label_key": ("npz",),
+    "n_features": ("svmlight",),
+    "zero_based": ("svmlight",),
+    "max_dense_bytes": ("svmlight",),
+    "dtype": ("parquet", "csv", "svmlight"),
+}
 
-    if len(args.source) > 2:
-        raise UsageError(f"convert takes DATA.npz or X.npy y.npy, got {len(args.source)} paths")
-    source = args.source[0] if len(args.source) == 1 else tuple(args.source)
-    dataset = convert_numpy(
-        source,
+
+def _convert_format(args: argparse.Namespace) -> str:
+    """The sources' format, after refusing options that it does not take."""
+    from .convert import detect_format
+
+    if args.format is None:
+        try:
+            kind = detect_format(args.source)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    else:
+        kind = args.format
+        expected = {"npz": 1, "npy": 2}.get(kind)
+        if expected is not None and len(args.source) != expected:
+            raise UsageError(
+                f"--format {kind} takes {'DATA.npz' if kind == 'npz' else 'X.npy y.npy'}, got "
+                f"{len(args.source)} path(s)"
+            )
+    for option, formats in _CONVERT_OPTION_FORMATS.items():
+        if getattr(args, option) is not None and kind not in formats:
+            flag = "--" + option.replace("_", "-")
+            only = ", ".join(formats)
+            raise UsageError(f"{flag} does not apply to {kind} sources (only to {only})")
+    if kind in ("parquet", "csv") and args.label_column is None:
+        raise UsageError(f"{kind} sources need --label-column NAME, the column of the labels")
+    return kind
+
+
+def _convert_source(args: argparse.Namespace, kind: str) -> Any:
+    from . import convert, data
+
+    output = {
+        "chunk_rows": args.chunk_rows,
+        "codec": args.codec,
+        "storage_options": args.storage_options,
+        "overwrite": args.overwrite,
+    }
+    if kind in ("npz", "npy"):
+        return data.convert_numpy(
+            args.source[0] if kind == "npz" else tuple(args.source),
+            args.out,
+            label_key=args.label_key or "y",
+            feature_key=args.feature_key or "X",
+            **output,
+        )
+    if kind == "svmlight":
+        return convert.convert_svmlight(
+            args.source,
+            args.out,
+            n_features=args.n_features,
+            zero_based={None: "auto", "auto": "auto", "yes": True, "no": False}[args.zero_based],
+            max_dense_bytes=args.max_dense_bytes or convert.DEFAULT_MAX_DENSE_BYTES,
+            dtype=args.dtype or "float32",
+            **output,
+        )
+    columns = {
+        "label_column": args.label_column,
+        "feature_columns": args.feature_columns,
+        "source_storage_options": args.source_storage_options,
+    }
+    if kind == "csv":
+        return convert.convert_csv(
+            args.source, args.out, dtype=args.dtype or "float64", **columns, **output
+        )
+    return convert.convert_parquet(
+        args.source,
         args.out,
-        label_key=args.label_key,
-        feature_key=args.feature_key,
-        chunk_rows=args.chunk_rows,
-        codec=args.codec,
-        storage_options=args.storage_options,
-        overwrite=args.overwrite,
+        embedding_column=args.embedding_column,
+        dtype=args.dtype,
+        **columns,
+        **output,
     )
+
+
+def cmd_convert(args: argparse.Namespace, cluster: _Cluster) -> int:
+    dataset = _convert_source(args, _convert_format(args))
     print(
         f"wrote {dataset.n_samples} x {dataset.n_features} with {dataset.n_classes} classes "
         f"to {args.out}"
@@ -574,6 +723,23 @@ def cmd_demo(args: argparse.Namespace, cluster: _Cluster) -> int:
     return EXIT_OK
 
 
+def cmd_plot(args: argparse.Namespace, cluster: _Cluster) -> int:
+    from .plotting import _check_out, plot_training
+
+    _check_out(args.out)  # before an evaluation that may take long
+    model = _load_model(args.model, args)
+    report = None
+    if args.data:
+        from .evaluation import evaluate_model
+
+        dataset = _open(args.data, args)
+        report = evaluate_model(model, dataset, client=cluster.client(), progress=True)
+    plot_training(model, confusion=report, out=args.out)
+    matrix = f", confusion matrix on {args.data}" if args.data else ""
+    print(f"wrote training curves{matrix} to {args.out}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, _Cluster], int]] = {
     "make-data": cmd_make_data,
     "convert": cmd_convert,
@@ -581,6 +747,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, _Cluster], int]] = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "demo": cmd_demo,
+    "plot": cmd_plot,
 }
 
 

@@ -39,7 +39,7 @@ from dsoftmax.evaluation import evaluate_model, format_report
 
 CLI = (sys.executable, "-m", "dsoftmax")
 COMMAND_TIMEOUT = 180.0
-SUBCOMMANDS = ("make-data", "convert", "train", "evaluate", "predict", "demo")
+SUBCOMMANDS = ("make-data", "convert", "train", "evaluate", "predict", "demo", "plot")
 N_SAMPLES, N_FEATURES, N_CLASSES, CHUNK_ROWS = 20_000, 8, 4, 4000
 
 
