@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,12 +83,12 @@ def _interrupt_after_steps(model, X, y, stop_at):
         _quiet_fit(model, X, y)
 
 
-def test_trainer_killed_between_checkpoints_resumes_identically(tmp_path, data):
+def _start_trainer(tmp_path, data, params, env=None) -> tuple[subprocess.Popen, Path]:
+    """A separate trainer process fitting ``data`` with checkpoints in ``tmp_path/ckpt``."""
     X, y = data
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "y.npy", y)
     checkpoints = tmp_path / "ckpt"
-    params = dict(SGD, max_iter=40, random_state=0, checkpoint_every=20)
     script = textwrap.dedent(
         f"""
         import numpy as np, warnings
@@ -97,7 +98,13 @@ def test_trainer_killed_between_checkpoints_resumes_identically(tmp_path, data):
         SoftmaxRegression(checkpoint_dir={str(checkpoints)!r}, **{params!r}).fit(X, y)
         """
     )
-    trainer = subprocess.Popen([sys.executable, "-c", script])
+    return subprocess.Popen([sys.executable, "-c", script], env=env), checkpoints
+
+
+def test_trainer_killed_between_checkpoints_resumes_identically(tmp_path, data):
+    X, y = data
+    params = dict(SGD, max_iter=40, random_state=0, checkpoint_every=20)
+    trainer, checkpoints = _start_trainer(tmp_path, data, params)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(CheckpointManager(str(checkpoints)).steps()) < 3:
         time.sleep(0.01)
@@ -115,24 +122,16 @@ def test_trainer_killed_between_checkpoints_resumes_identically(tmp_path, data):
 
 def test_trainer_killed_while_writing_a_checkpoint_resumes_identically(tmp_path, data):
     X, y = data
-    np.save(tmp_path / "X.npy", X)
-    np.save(tmp_path / "y.npy", y)
-    checkpoints = tmp_path / "ckpt"
     params = dict(SGD, max_iter=3, random_state=0, checkpoint_every=20)
-    script = textwrap.dedent(
-        f"""
-        import numpy as np, warnings
-        from dsoftmax import SoftmaxRegression
-        X = np.load({str(tmp_path / "X.npy")!r}); y = np.load({str(tmp_path / "y.npy")!r})
-        warnings.simplefilter("ignore")
-        SoftmaxRegression(checkpoint_dir={str(checkpoints)!r}, **{params!r}).fit(X, y)
-        """
-    )
     # The write of step 60 stops after its files are staged, before they are moved into place.
     env = {**os.environ, FAULT_PAUSE_ENV: "step-0000000060:60"}
-    trainer = subprocess.Popen([sys.executable, "-c", script], env=env)
+    trainer, checkpoints = _start_trainer(tmp_path, data, params, env=env)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(checkpoints.glob(".tmp-model-*/manifest.json")):
+    # Steps 20 and 40 are complete and a staged write exists: it can only be step 60's.
+    while time.monotonic() < deadline and not (
+        CheckpointManager(str(checkpoints)).steps() == [20, 40]
+        and list(checkpoints.glob(".tmp-model-*/manifest.json"))
+    ):
         time.sleep(0.01)
     os.kill(trainer.pid, signal.SIGKILL)
     assert trainer.wait(timeout=30) == -signal.SIGKILL
