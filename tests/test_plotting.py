@@ -44,7 +44,7 @@ def sgd_model(digits) -> SoftmaxRegression:
 
 
 @pytest.fixture(scope="module")
-def test_data(digits, tmp_path_factory):
+def holdout_dataset(digits, tmp_path_factory):
     X, labels = digits
     path = tmp_path_factory.mktemp("data") / "test.zarr"
     return write_dataset(path, X[1500:], labels[1500:], chunk_rows=100)
@@ -64,8 +64,8 @@ def assert_drawn(image: np.ndarray) -> None:
     assert (rgb.min(axis=-1) > 0.95).mean() > 0.3  # a background, not noise
 
 
-def test_plot_draws_loss_accuracy_and_confusion_panels(sgd_model, test_data, tmp_path):
-    report = evaluate_model(sgd_model, test_data)
+def test_plot_draws_loss_accuracy_and_confusion_panels(sgd_model, holdout_dataset, tmp_path):
+    report = evaluate_model(sgd_model, holdout_dataset)
 
     figure = plot_training(sgd_model, confusion=report, out=tmp_path / "curves.png")
 
@@ -175,14 +175,14 @@ def run_cli_here(capsys):
 
 
 def test_cli_plot_writes_the_png_with_and_without_data(
-    sgd_model, test_data, tmp_path, run_cli_here
+    sgd_model, holdout_dataset, tmp_path, run_cli_here
 ):
     sgd_model.save(str(tmp_path / "model"))
     model = tmp_path / "model"
     # With --data the command starts a local cluster: a process of its own, as users run it.
     with_data = subprocess.Popen(
         [*CLI, "plot", str(model), "--out", str(tmp_path / "confusion.png"), "--data",
-         test_data.url],
+         holdout_dataset.url],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -197,7 +197,7 @@ def test_cli_plot_writes_the_png_with_and_without_data(
     )
     assert (with_data.returncode, data_stderr) == (0, ""), data_stderr
     assert data_stdout == (
-        f"wrote training curves, confusion matrix on {test_data.url} to "
+        f"wrote training curves, confusion matrix on {holdout_dataset.url} to "
         f"{tmp_path / 'confusion.png'}\n"
     )
     curves, confusion = opened(tmp_path / "curves.png"), opened(tmp_path / "confusion.png")
