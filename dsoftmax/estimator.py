@@ -622,10 +622,10 @@ def _seed_of(random_state: Any) -> int:
 
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:
     """Hyper-parameters that survive a JSON round trip (the client does not travel)."""
-    # The client does not travel, and storage options may hold credentials.
-    out = {
-        name: value for name, value in params.items() if name not in ("client", "storage_options")
-    }
+    # The client does not travel, storage options may hold credentials, and a loaded model must
+    # not inherit the checkpoint directory of the fit that made it (a refit would refuse it).
+    dropped = ("client", "storage_options", "checkpoint_dir")
+    out = {name: value for name, value in params.items() if name not in dropped}
     if not isinstance(out.get("random_state"), (int, type(None))):
         out["random_state"] = None
     if isinstance(out.get("class_weight"), dict):
