@@ -40,10 +40,10 @@ from .objective import (
     BlockMetrics,
     BlockSums,
     Params,
-    add_metrics,
-    add_sums,
     block_metrics,
     block_sums,
+    sum_blocks,
+    sum_metrics,
 )
 from .sampling import RowBatch, block_starts, full_batch
 
@@ -160,22 +160,6 @@ def softmax_worker_metrics(
     ]
 
 
-def add_block_sums(parts: list[BlockSums]) -> BlockSums:
-    """Reduce task: add sums left to right."""
-    total = parts[0]
-    for part in parts[1:]:
-        total = add_sums(total, part)
-    return total
-
-
-def add_block_metrics(parts: list[BlockMetrics]) -> BlockMetrics:
-    """Reduce task: add metrics left to right."""
-    total = parts[0]
-    for part in parts[1:]:
-        total = add_metrics(total, part)
-    return total
-
-
 def assemble_block(X: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None) -> Block:
     """Load task: one chunk of every row array, as one object kept in worker memory."""
     return Block(np.ascontiguousarray(X), np.asarray(labels), sample_weight)
@@ -230,7 +214,7 @@ class LocalEngine:
             softmax_block_sums(self.blocks[index], params, rows, self.class_weight)
             for index, rows in batch.blocks
         ]
-        return tree_reduce(parts, add_block_sums)
+        return tree_reduce(parts, sum_blocks)
 
     def metrics(self, params: Params, batch: RowBatch | None = None) -> BlockMetrics:
         batch = batch or full_batch(self.chunk_rows)
@@ -238,7 +222,7 @@ class LocalEngine:
             softmax_block_metrics(self.blocks[index], params, rows, self.class_weight)
             for index, rows in batch.blocks
         ]
-        return tree_reduce(parts, add_block_metrics)
+        return tree_reduce(parts, sum_metrics)
 
     def block_stats(self, n_classes: int) -> list[Any]:
         """The data layer's per-block value checks, in block order."""
@@ -416,11 +400,11 @@ class DaskEngine:
 
     def sums(self, params: Params, batch: RowBatch | None = None) -> BlockSums:
         """Loss and gradient sums over the rows of ``batch`` (every row when None)."""
-        return self._evaluate(softmax_worker_sums, add_block_sums, params, batch)
+        return self._evaluate(softmax_worker_sums, sum_blocks, params, batch)
 
     def metrics(self, params: Params, batch: RowBatch | None = None) -> BlockMetrics:
         """Weighted loss, correct predictions and weight over the rows of ``batch``."""
-        return self._evaluate(softmax_worker_metrics, add_block_metrics, params, batch)
+        return self._evaluate(softmax_worker_metrics, sum_metrics, params, batch)
 
     def block_stats(self, n_classes: int) -> list[Any]:
         """The data layer's per-block value checks, run where the blocks are, in block order."""

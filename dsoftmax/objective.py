@@ -56,6 +56,7 @@ __all__ = [
     "loss_and_grad",
     "softmax",
     "sum_blocks",
+    "sum_metrics",
 ]
 
 #: Rows per inner sub-block: big enough that BLAS dominates, small enough that the
@@ -373,3 +374,13 @@ def block_metrics(
 def add_metrics(left: BlockMetrics, right: BlockMetrics) -> BlockMetrics:
     """Add two :class:`BlockMetrics`."""
     return BlockMetrics(*(a + b for a, b in zip(left, right, strict=True)))
+
+
+def sum_metrics(parts: list[BlockMetrics]) -> BlockMetrics:
+    """Add a non-empty list of metrics left to right (a fixed order, as :func:`sum_blocks`)."""
+    if not parts:
+        raise ValueError("sum_metrics needs at least one BlockMetrics.")
+    total = parts[0]
+    for part in parts[1:]:
+        total = add_metrics(total, part)
+    return total
