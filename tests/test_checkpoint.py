@@ -262,6 +262,22 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, 
 
 
 @contextlib.contextmanager
+def _two_worker_client():
+    """A client of 2 local worker processes (with nannies, which restart killed workers)."""
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit="1GiB",
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+@contextlib.contextmanager
 def _log_hook(trigger, action):
     """Run ``action`` once, inside the fit, when it logs a line starting with ``trigger``."""
     fired = []
@@ -295,14 +311,7 @@ def test_a_worker_killed_mid_fit_changes_nothing(tmp_path, solver):
         else {"solver": "lbfgs", "max_iter": 30, "tol": 1e-8}
     )
     with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            host="127.0.0.1",
-            dashboard_address=None,
-            memory_limit="1GiB",
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
+        _two_worker_client() as client,
     ):
         model = SoftmaxRegression(random_state=0, client=client, **params)
         reference = _quiet_fit(model, dataset, None).coef_.copy()
@@ -343,14 +352,7 @@ def test_a_block_that_kills_every_worker_is_named_and_checkpoints_survive(tmp_pa
     X_lazy = da.from_array(X, chunks=(500, -1)).map_blocks(_poison_block_two, marker, dtype=X.dtype)
     with (
         dask.config.set({"distributed.scheduler.allowed-failures": 1}),
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            host="127.0.0.1",
-            dashboard_address=None,
-            memory_limit="1GiB",
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
+        _two_worker_client() as client,
     ):
         model = SoftmaxRegression(
             max_iter=3, checkpoint_dir=checkpoints, client=client, random_state=0, **SGD
