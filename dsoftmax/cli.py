@@ -258,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-fraction", type=_open_fraction, default=0.1)
     train.add_argument("--class-weight", choices=("balanced",), default=None)
     train.add_argument(
+        "--hold-data",
+        choices=("auto", "memory", "stream"),
+        default="auto",
+        help="keep the rows in worker memory, or stream them from the store on every pass "
+        "(bounded memory); auto: memory when the data takes at most half of the workers' "
+        "memory limits (default)",
+    )
+    train.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of the minibatch order"
     )
     train.add_argument(
@@ -522,6 +530,7 @@ def _estimator_from(args: argparse.Namespace) -> Any:
         early_stopping=args.early_stopping,
         validation_fraction=args.validation_fraction,
         class_weight=args.class_weight,
+        hold_data=args.hold_data,
         random_state=args.seed,
         checkpoint_dir=args.checkpoint_dir,
         checkpoint_every=args.checkpoint_every,

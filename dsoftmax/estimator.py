@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import objective
 from .checkpoint import Checkpoint, CheckpointManager, check_resumable
 from .data import Dataset
-from .engine import DaskEngine, LocalEngine
+from .engine import HOLD_CHOICES, DaskEngine, LocalEngine
 from .inputs import PreparedData, prepare_data
 from .modelfile import load_model, save_model
 from .objective import Params
@@ -101,6 +101,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Dask or Zarr input on a local cluster started once per process.
     chunk_rows : int, default=65536
         Rows per block for NumPy input.
+    hold_data : {"auto", "memory", "stream"}, default="auto"
+        Where the rows live during a fit on a cluster. ``"memory"``: read once and kept in the
+        workers' memory (fastest; the data must fit). ``"stream"``: every full pass reads the
+        chunks from the store and drops them, so any size trains within bounded worker memory;
+        sgd/adam then draw minibatches group of chunks by group of chunks (shuffled chunk order,
+        rows shuffled within a group) so that each chunk is read about once per epoch.
+        ``"auto"``: memory when the data takes at most half of the workers' memory limits,
+        else stream. Ignored for fits in this process (NumPy input without a cluster).
     checkpoint_dir : str or None, default=None
         Directory (or fsspec URL) where ``fit`` writes checkpoints; ``fit(..., resume=True)``
         continues from the newest. A fresh fit refuses a directory that already holds some.
@@ -159,6 +167,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         warm_start: bool = False,
         client: Any = None,
         chunk_rows: int = 65536,
+        hold_data: str = "auto",
         checkpoint_dir: str | None = None,
         checkpoint_every: int | None = None,
         keep_checkpoints: int = 3,
@@ -183,6 +192,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.warm_start = warm_start
         self.client = client
         self.chunk_rows = chunk_rows
+        self.hold_data = hold_data
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.keep_checkpoints = keep_checkpoints
@@ -375,7 +385,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 data.X, data.labels, data.sample_weight, chunk_rows=int(self.chunk_rows)
             )
         X, labels, weights = data.as_dask(_numpy_block_rows(data))
-        engine = DaskEngine(client, X, labels, weights)
+        engine = DaskEngine(client, X, labels, weights, hold=self.hold_data)
         stats = engine.block_stats(data.n_classes)
         from .data import combine_stats
 
@@ -664,6 +674,7 @@ def _check_hyper_parameters(model: SoftmaxRegression) -> None:
     _check_number("l2", model.l2, low=0.0)
     _check_choice("solver", model.solver, SOLVERS)
     _check_choice("lr_schedule", model.lr_schedule, _SCHEDULES)
+    _check_choice("hold_data", model.hold_data, HOLD_CHOICES)
     _check_number("batch_size", model.batch_size, low=1, integer=True)
     _check_number("learning_rate", model.learning_rate, low=0.0, low_open=True)
     _check_number("momentum", model.momentum, low=0.0, high=1.0)

@@ -206,9 +206,7 @@ def _group_by_block(ordered: np.ndarray, starts: np.ndarray) -> RowBatch:
     return RowBatch(blocks=blocks, n_rows=int(ordered.size))
 
 
-def split_validation(
-    n_samples: int, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(n_samples: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``range(n_samples)`` at random into training and validation rows.
 
     Parameters
@@ -272,6 +270,13 @@ class EpochSampler:
         be smaller.
     seed : int
         Non-negative; epoch ``e`` is shuffled by ``np.random.default_rng([seed, e])``.
+    group_blocks : int, optional
+        None (default): the rows of an epoch are one permutation of all training rows, so a
+        batch draws from every block. An int ``g``: the blocks are shuffled, cut into groups of
+        ``g`` consecutive blocks of that order, and the epoch visits the groups one after the
+        other, each group's rows in a random order. A batch then touches about ``g`` blocks,
+        which is what streaming from a store needs (each block is read about once per epoch).
+        The order still depends only on the seed, the epoch and the chunking.
 
     Attributes
     ----------
@@ -293,8 +298,22 @@ class EpochSampler:
     [4, 4, 2]
     """
 
-    def __init__(self, n_samples_or_rows: int | np.ndarray, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        n_samples_or_rows: int | np.ndarray,
+        batch_size: int,
+        seed: int,
+        *,
+        group_blocks: int | None = None,
+    ) -> None:
         self.rows = self._training_rows(n_samples_or_rows)
+        if group_blocks is not None:
+            group_blocks = _whole_number("group_blocks", group_blocks)
+            if group_blocks < 1:
+                raise ValueError(
+                    f"group_blocks must be >= 1 (blocks per sampling group), got {group_blocks}."
+                )
+        self.group_blocks = group_blocks
         self.n_rows = int(self.rows.size)
         size = _whole_number("batch_size", batch_size)
         if size < 1:
@@ -339,6 +358,28 @@ class EpochSampler:
         rng = np.random.default_rng([self.seed, count])
         return self.rows[rng.permutation(self.n_rows)]
 
+    def grouped_epoch_rows(self, epoch: int, chunk_rows: Sequence[int]) -> np.ndarray:
+        """The training rows of epoch ``epoch`` in block-group order (see ``group_blocks``).
+
+        Returns
+        -------
+        ndarray of shape (n_rows,), int64
+        """
+        if self.group_blocks is None:
+            return self.epoch_rows(epoch)
+        count = _whole_number("epoch", epoch)
+        if count < 0:
+            raise ValueError(f"epoch must be >= 0, got {count}.")
+        starts = block_starts(chunk_rows)
+        rng = np.random.default_rng([self.seed, count])
+        block_rank = np.empty(starts.size - 1, dtype=np.int64)
+        block_rank[rng.permutation(starts.size - 1)] = np.arange(starts.size - 1)
+        group_of_row = block_rank[np.searchsorted(starts, self.rows, side="right") - 1]
+        group_of_row //= self.group_blocks
+        # Sort by group; ties (rows of one group) broken by a random permutation.
+        order = np.lexsort((rng.permutation(self.n_rows), group_of_row))
+        return self.rows[order]
+
     def batches(
         self, epoch: int, chunk_rows: Sequence[int], start_batch: int = 0
     ) -> Iterator[RowBatch]:
@@ -370,7 +411,7 @@ class EpochSampler:
                 f"{starts[-1]} rows; build the sampler and the batches from the same dataset."
             )
         # Checked here rather than inside a generator, so bad arguments fail at the call.
-        return self._batches(self.epoch_rows(epoch), starts, first)
+        return self._batches(self.grouped_epoch_rows(epoch, chunk_rows), starts, first)
 
     def _batches(self, order: np.ndarray, starts: np.ndarray, first: int) -> Iterator[RowBatch]:
         for index in range(first, self.n_batches):

@@ -214,7 +214,12 @@ def _train_minibatch(
     checkpoint: CheckpointHook | None,
 ) -> TrainResult:
     train_rows, validation = _validation_split(engine, config)
-    sampler = EpochSampler(train_rows, config.batch_size, config.random_state)
+    sampler = EpochSampler(
+        train_rows,
+        config.batch_size,
+        config.random_state,
+        group_blocks=engine.sampling_group,
+    )
     schedule = _make_schedule(config, total_steps=config.max_iter * sampler.n_batches)
     optimizer = _make_optimizer(config, schedule)
     if state.optimizer_state is None:

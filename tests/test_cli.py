@@ -230,10 +230,11 @@ def test_make_data_and_train_run_on_the_scheduler_workers(
     lbfgs_model: Path, client: distributed.Client, cluster: DaskProcesses
 ) -> None:
     keys = worker_task_keys(client, cluster)
-    # make-data writes chunks in tasks; train loads blocks and reduces sums on the workers.
+    # make-data writes chunks in tasks; train loads blocks and starts the block servers that
+    # compute the sums on the workers.
     assert any(key.startswith("dsoftmax-make-classification-") for key in keys), keys[:20]
     assert any("softmax-block-" in key for key in keys), keys[:20]
-    assert any(key.startswith("softmax_worker_sums-") for key in keys), keys[:20]
+    assert any(key.startswith("softmax-server-") for key in keys), keys[:20]
     model = SoftmaxRegression.load(str(lbfgs_model))
     assert model.coef_.shape == (N_CLASSES, N_FEATURES)
     assert model.classes_.tolist() == list(range(N_CLASSES))

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from dsoftmax.engine import DaskEngine, LocalEngine, tree_reduce
+from dsoftmax.engine import (
+    STREAM_GROUP_BLOCKS,
+    DaskEngine,
+    LocalEngine,
+    _resolve_hold,
+    tree_reduce,
+)
 from dsoftmax.objective import Params, block_sums, finalize, loss_and_grad
 from dsoftmax.sampling import rows_to_blocks
 
@@ -67,10 +73,11 @@ def test_distributed_gradient_equals_reference(client, problem, chunks, weighted
     weights = weights if weighted else None
     with DaskEngine(client, *_dask_inputs(X, y, weights, chunks)) as engine:
         loss, grad = finalize(engine.sums(params), params, L2)
-        assert engine.n_round_trips == 2  # the placement look-up, then the evaluation
+        # The placement look-up, the start of the block servers, then the evaluation.
+        assert engine.n_round_trips == 3
         for _ in range(3):
             engine.sums(params)
-        assert engine.n_round_trips == 5
+        assert engine.n_round_trips == 6  # then one per evaluation
     expected_loss, expected = loss_and_grad(params, X, y, L2, weights)
     assert abs(loss - expected_loss) / abs(expected_loss) < 1e-10
     assert _relative_error(grad.coef, expected.coef) < 1e-10
@@ -139,3 +146,88 @@ def test_engine_refuses_misaligned_chunks(problem):
         DaskEngine(None, da.from_array(X, chunks=(100, -1)), da.from_array(y, chunks=(50,)))
     with pytest.raises(ValueError, match="chunked by rows only"):
         DaskEngine(None, da.from_array(X, chunks=(100, 2)), da.from_array(y, chunks=(100,)))
+
+
+# ------------------------------------------------------------------ hold="stream" and "auto"
+@pytest.mark.cluster
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_streaming_gives_the_held_engines_sums_bit_for_bit(client, problem, weighted):
+    X, y, weights, params = problem
+    inputs = _dask_inputs(X, y, weights if weighted else None, UNEVEN_CHUNKS)
+    minibatch = rows_to_blocks(np.arange(0, 300, 3), UNEVEN_CHUNKS)  # blocks 0 and 2
+    spread = rows_to_blocks(np.arange(3, N_SAMPLES, 5), UNEVEN_CHUNKS)  # every block
+    with DaskEngine(client, *inputs, hold="memory") as held:
+        expected = [held.sums(params), held.sums(params, minibatch), held.metrics(params, spread)]
+    with DaskEngine(client, *inputs, hold="stream") as streamed:
+        assert streamed.hold == "stream" and streamed.sampling_group == STREAM_GROUP_BLOCKS
+        streamed._window = 4  # fewer blocks than the data has
+        # A pass over more blocks than the window reads them and holds none.
+        assert _same_sums(streamed.sums(params), expected[0])
+        assert streamed.blocks == []
+        # A minibatch over a few blocks holds them for the next batches of its group.
+        assert _same_sums(streamed.sums(params, minibatch), expected[1])
+        assert [block.key for block in streamed.blocks] == [
+            streamed._held[index].key for index, _ in minibatch.blocks
+        ]
+        assert _same_sums(streamed.metrics(params, spread), expected[2])
+        assert len(streamed.blocks) == len(minibatch.blocks)
+
+
+def _same_sums(actual, expected) -> bool:
+    return all(np.array_equal(a, b) for a, b in zip(actual, expected, strict=True))
+
+
+def test_hold_auto_streams_only_data_larger_than_half_the_workers_memory():
+    assert _resolve_hold("auto", data_bytes=100, memory_limit=1000) == "memory"
+    assert _resolve_hold("auto", data_bytes=501, memory_limit=1000) == "stream"
+    assert _resolve_hold("auto", data_bytes=10**12, memory_limit=None) == "memory"  # no limits
+    assert _resolve_hold("stream", data_bytes=1, memory_limit=1000) == "stream"
+    with pytest.raises(ValueError, match=r"hold must be one of .*got 'disk'"):
+        DaskEngine(None, *_dask_inputs(*_small(), (10, 10)), hold="disk")
+
+
+def _small():
+    return np.zeros((20, 2)), np.zeros(20, dtype=np.int64), None
+
+
+@pytest.mark.cluster
+def test_auto_streams_a_dataset_larger_than_the_workers_memory():
+    # 2 workers × 300 MiB; 400,000 float64 rows × 128 features take 391 MiB, more than half.
+    big_X = da.zeros((400_000, 128), chunks=(25_000, -1))
+    big_y = da.zeros(400_000, dtype=np.int64, chunks=25_000)
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit="300MiB",
+        ) as cluster,
+        Client(cluster) as small_client,
+        DaskEngine(small_client, big_X, big_y) as engine,
+    ):
+        assert engine.hold == "stream"
+        sums = engine.sums(Params(np.zeros((2, 128)), np.zeros(2)))
+        assert sums.weight_sum == 400_000
+        assert sums.loss_sum == pytest.approx(400_000 * np.log(2))
+        assert engine.blocks == []  # a full pass held nothing
+
+
+@pytest.mark.cluster
+def test_evaluations_fall_back_to_tasks_when_a_block_server_is_gone(problem):
+    X, y, weights, params = problem
+    with _cluster(2) as cluster, Client(cluster) as two:
+        with DaskEngine(two, *_dask_inputs(X, y, weights, UNEVEN_CHUNKS)) as engine:
+            expected = engine.sums(params)
+            assert len(engine._servers) == 2
+            # A server lost behind the engine's back (as when its worker restarts): the call
+            # fails, that evaluation runs as tasks with the same result, and a new server starts.
+            next(iter(engine._servers.values())).release()
+            trips = engine.n_round_trips
+            assert _same_sums(engine.sums(params), expected)
+            assert engine.n_round_trips > trips + 1  # the failed call, then the tasks
+            assert _same_sums(engine.sums(params), expected)  # a new server is started
+            trips = engine.n_round_trips
+            assert _same_sums(engine.sums(params), expected)
+            assert engine.n_round_trips == trips + 1  # the servers answer again

@@ -239,3 +239,54 @@ def test_split_validation_depends_on_the_seed():
 def test_split_validation_rejects_bad_arguments(arguments, error, message):
     with pytest.raises(error, match=message):
         split_validation(*arguments)
+
+
+# ------------------------------------------------------------- block-group order (streaming)
+GROUP_CHUNKS = [50, 30, 70, 20, 80, 40, 60, 50]  # 8 blocks, 400 rows
+
+
+def test_grouped_epochs_visit_every_row_once_a_few_blocks_per_batch():
+    sampler = EpochSampler(400, batch_size=25, seed=3, group_blocks=2)
+    batches = list(sampler.batches(0, GROUP_CHUNKS))
+    rows = np.concatenate([batch.global_rows(GROUP_CHUNKS) for batch in batches])
+    assert np.array_equal(np.sort(rows), np.arange(400))
+    # A batch draws from one group of 2 blocks, or from two when it straddles a boundary.
+    assert max(len(batch.blocks) for batch in batches) <= 4
+    starts = block_starts(GROUP_CHUNKS)
+    order = sampler.grouped_epoch_rows(0, GROUP_CHUNKS)
+    block_of = np.searchsorted(starts, order, side="right") - 1
+    # The epoch visits each group's blocks in one run: 4 groups, 4 runs of group ids.
+    first_seen = list(dict.fromkeys(block_of.tolist()))
+    groups = [set(first_seen[i : i + 2]) for i in range(0, 8, 2)]
+    group_of = np.array(
+        [next(g for g, blocks in enumerate(groups) if b in blocks) for b in block_of]
+    )
+    assert np.count_nonzero(np.diff(group_of)) == 3
+    assert np.array_equal(group_of, np.sort(group_of))
+
+
+def test_grouped_order_is_seeded_and_differs_by_epoch():
+    first = EpochSampler(400, 25, seed=3, group_blocks=2).grouped_epoch_rows(0, GROUP_CHUNKS)
+    again = EpochSampler(400, 25, seed=3, group_blocks=2).grouped_epoch_rows(0, GROUP_CHUNKS)
+    assert np.array_equal(first, again)
+    other = EpochSampler(400, 25, seed=3, group_blocks=2).grouped_epoch_rows(1, GROUP_CHUNKS)
+    assert not np.array_equal(first, other)
+    # Without groups, the documented permutation of all rows, whatever the chunking.
+    plain = EpochSampler(400, 25, seed=3)
+    assert np.array_equal(plain.grouped_epoch_rows(0, GROUP_CHUNKS), plain.epoch_rows(0))
+
+
+def test_grouped_sampler_keeps_validation_rows_out():
+    train = np.arange(0, 400, 2)
+    sampler = EpochSampler(train, batch_size=16, seed=0, group_blocks=3)
+    rows = np.concatenate(
+        [batch.global_rows(GROUP_CHUNKS) for batch in sampler.batches(2, GROUP_CHUNKS)]
+    )
+    assert np.array_equal(np.sort(rows), train)
+
+
+@pytest.mark.parametrize("group_blocks", [0, -1, 1.5, True])
+def test_group_blocks_must_be_a_positive_integer(group_blocks):
+    error = TypeError if isinstance(group_blocks, float | bool) else ValueError
+    with pytest.raises(error, match="group_blocks"):
+        EpochSampler(10, 2, 0, group_blocks=group_blocks)

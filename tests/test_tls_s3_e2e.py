@@ -135,8 +135,8 @@ def worker_task_keys(client: distributed.Client) -> list[str]:
 
 
 def count_fit_steps(client: distributed.Client) -> int:
-    """Per-worker gradient tasks run so far: every training step runs some."""
-    return sum(key.startswith("softmax_worker_sums-") for key in worker_task_keys(client))
+    """Training tasks run so far: every fit loads blocks and starts block servers."""
+    return sum(key.startswith("softmax-") for key in worker_task_keys(client))
 
 
 # ------------------------------------------------------------------------------ fixtures
