@@ -262,7 +262,9 @@ def dashboard_link(client: distributed.Client) -> str | None:
         return None
     try:
         link = client.dashboard_link
-    except (KeyError, AttributeError):  # the scheduler advertises no "dashboard" service
+    # The scheduler advertises no "dashboard" service, or Dask's distributed.dashboard.link
+    # template does not format (an unset variable, a stray brace): no link, never a crash.
+    except (KeyError, AttributeError, ValueError, IndexError):
         return None
     return link or None
 
@@ -338,6 +340,8 @@ def _client_of_local_cluster() -> distributed.Client:
             _atexit_registered = True
     if logger.isEnabledFor(logging.INFO):
         logger.info("Started a local Dask cluster: %s", describe(client))
+        # local_cluster() asks for a dashboard: there is none only when bokeh is missing.
+        _log_dashboard(client, why_none="it needs bokeh: pip install bokeh")
     return client
 
 
@@ -367,7 +371,21 @@ def _client_for_address(
         _clients_by_address[address] = client
     if logger.isEnabledFor(logging.INFO):
         logger.info("Connected to Dask: %s", describe(client))
+        _log_dashboard(
+            client,
+            why_none="the scheduler advertises none, or the distributed.dashboard.link setting "
+            "does not format",
+        )
     return client
+
+
+def _log_dashboard(client: distributed.Client, *, why_none: str) -> None:
+    """Log the dashboard's URL on a line of its own, or why there is none."""
+    link = dashboard_link(client)
+    if link:
+        logger.info("Dask dashboard: %s", link)
+    else:
+        logger.info("Dask dashboard: none (%s)", why_none)
 
 
 def _normalize_address(address: str, security: Security) -> str:

@@ -10,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+import dask
 import distributed
 import psutil
 import pytest
@@ -368,3 +369,76 @@ def test_make_security_rejects_files_that_are_not_pem(tmp_path):
         path.write_text("not a certificate\n")
     with pytest.raises(ValueError, match=r"could not load the TLS files .* that they are PEM"):
         make_security(*paths)
+
+
+# --- the dashboard link, logged at start ----------------------------------------------------
+
+
+def dashboard_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "dsoftmax"
+        and record.levelno == logging.INFO
+        and record.getMessage().startswith("Dask dashboard: ")
+    ]
+
+
+@pytest.mark.cluster
+def test_starting_a_local_cluster_logs_the_dashboard_link_or_why_there_is_none(caplog):
+    require_no_active_client()
+    with caplog.at_level(logging.INFO, logger="dsoftmax"):
+        client = get_client()
+    try:
+        link = dashboard_link(client)
+        lines = dashboard_lines(caplog)
+        if link is None:  # bokeh is not installed
+            assert lines == ["Dask dashboard: none (it needs bokeh: pip install bokeh)"]
+        else:
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/status", link)
+            assert lines == [f"Dask dashboard: {link}"]
+    finally:
+        close_local_cluster()
+
+
+@pytest.fixture
+def in_process_scheduler():
+    """The address of a scheduler without workers in this process (starts in ~0.1 s)."""
+    with distributed.LocalCluster(
+        n_workers=0,
+        processes=False,
+        protocol="tcp",
+        host=LOOPBACK,
+        dashboard_address=f"{LOOPBACK}:0",
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_connecting_logs_the_schedulers_dashboard_link(in_process_scheduler, caplog):
+    with caplog.at_level(logging.INFO, logger="dsoftmax"):
+        client = get_client(in_process_scheduler, timeout=10)
+    try:
+        (line,) = dashboard_lines(caplog)
+        assert re.fullmatch(r"Dask dashboard: http://127\.0\.0\.1:\d+/status", line)
+        assert line == f"Dask dashboard: {dashboard_link(client)}"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("template", ["{DSOFTMAX_NO_SUCH_VARIABLE}/status", "{scheme://{host}"])
+def test_a_dashboard_link_template_that_does_not_format_is_no_link_not_a_crash(
+    in_process_scheduler, template, caplog, monkeypatch
+):
+    monkeypatch.delenv("DSOFTMAX_NO_SUCH_VARIABLE", raising=False)
+    with dask.config.set({"distributed.dashboard.link": template}):
+        with caplog.at_level(logging.INFO, logger="dsoftmax"):
+            client = get_client(in_process_scheduler, timeout=10)
+        try:
+            assert dashboard_link(client) is None
+            assert describe(client).endswith("dashboard none")
+            assert dashboard_lines(caplog) == [
+                "Dask dashboard: none (the scheduler advertises none, or the "
+                "distributed.dashboard.link setting does not format)"
+            ]
+        finally:
+            client.close()
