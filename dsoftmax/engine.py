@@ -15,9 +15,10 @@ Shape of one evaluation (a loss + gradient, or a metrics pass)::
   worker cannot answer (it died, or its blocks moved), that evaluation falls back to one task per
   worker, through which Dask moves or recomputes what is missing; servers are started anew where
   needed.
-* ``hold="stream"``, for data larger than the workers' memory: a full pass is one task per block
-  that reads its chunk from the store, evaluates it and lets it go (Dask's queuing of root tasks
-  bounds the chunks in memory); minibatches hold the few blocks of the current sampling group.
+* ``hold="stream"``, for data larger than the workers' memory: a full pass is one task per worker
+  over a contiguous share of the blocks, which reads each chunk from the store (the next one in a
+  thread while the current one is evaluated) and lets it go, so at most two chunks per worker are
+  in memory; minibatches hold the few blocks of the current sampling group.
 * The reduce is a tree over the *block index*, with a fixed fan-in, so the floating-point order of
   the additions, and therefore the result, does not depend on the number of workers or on which
   worker ran what. :class:`LocalEngine` runs the same functions in the same order in-process.
@@ -39,12 +40,15 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import dask
 import dask.array as da
 import distributed
 import numpy as np
+from dask.delayed import Delayed
+from dask.optimization import cull
 from distributed.protocol import to_serialize
 
 from .objective import (
@@ -272,18 +276,34 @@ def hold_params(params: Params) -> Params:
     return params
 
 
-def read_and_evaluate(
+def read_block(source: tuple[Any, Any, Any]) -> Block:
+    """Read one block in this process: ``source`` holds the delayed chunks of X, labels and
+    weights (None without weights), each a graph of the data layer's chunk reads."""
+    X, labels, sample_weight = dask.compute(*source, scheduler="sync")
+    return assemble_block(X, labels, sample_weight)
+
+
+def stream_worker_evaluate(
     kind: str,
-    X: np.ndarray,
-    labels: np.ndarray,
-    sample_weight: np.ndarray | None,
+    sources: list[tuple[Any, Any, Any]],
     params: Params,
-    rows: np.ndarray | None,
+    rows: list[np.ndarray | None],
     class_weight: np.ndarray | None,
-) -> Any:
-    """Stream task: one chunk, read from the store by its dependencies, evaluated and dropped."""
-    block = assemble_block(X, labels, sample_weight)
-    return BLOCK_FUNCTIONS[kind](block, params, rows, class_weight)
+) -> list[Any]:
+    """Worker task: evaluate a share of the blocks straight from the store, one after the other,
+    reading the next block in a thread while the current one is evaluated. At most two blocks
+    are in memory at a time, and the store's latency hides behind the arithmetic."""
+    evaluate_block = BLOCK_FUNCTIONS[kind]
+    results = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsoftmax-prefetch") as pool:
+        upcoming = pool.submit(read_block, sources[0])
+        for position, selected in enumerate(rows):
+            block = upcoming.result()
+            if position + 1 < len(sources):
+                upcoming = pool.submit(read_block, sources[position + 1])
+            results.append(evaluate_block(block, params, selected, class_weight))
+            del block
+    return results
 
 
 def read_and_check(
@@ -414,6 +434,7 @@ class DaskEngine:
         self._placement: dict[int, str] | None = None
         self._placement_stale = False
         self._parts = _block_parts(X, labels, sample_weight)
+        self._sources = [tuple(_culled(part) for part in parts) for parts in self._parts]
         self._block_bytes = _block_bytes(X, labels, sample_weight)
         memory_limit = _total_memory_limit(client)
         self.hold = _resolve_hold(hold, sum(self._block_bytes), memory_limit)
@@ -666,17 +687,34 @@ class DaskEngine:
     # -- blocks streamed from the store ----------------------------------------------------
 
     def _evaluate_streaming(self, kind: str, params: Params, batch: RowBatch) -> dict[int, Any]:
-        """One task per block that reads the chunk, evaluates it and lets it go; Dask's queuing
-        of root tasks keeps about one chunk per worker thread in memory at a time."""
+        """One task per worker over a contiguous share of the blocks, read from the store as
+        it goes (:func:`stream_worker_evaluate`); nothing stays in worker memory."""
         shipped = self._ship_params(params)
-        evaluate = dask.delayed(read_and_evaluate, pure=False)
-        tasks = [
-            evaluate(kind, *self._parts[index], shipped, rows, self.class_weight)
-            for index, rows in batch.blocks
+        shares = _contiguous_shares(batch.blocks, self.chunk_rows, self._worker_addresses())
+        futures = [
+            self.client.submit(
+                stream_worker_evaluate,
+                kind,
+                [self._sources[index] for index, _ in share],
+                shipped,
+                [rows for _, rows in share],
+                self.class_weight,
+                workers=[worker] if worker else None,
+                allow_other_workers=True,
+                pure=False,
+            )
+            for worker, share in shares
         ]
-        results = self._gather(self.client.compute(tasks))
+        results = self._gather(futures)
         self.n_round_trips += 1
-        return {index: part for (index, _), part in zip(batch.blocks, results, strict=True)}
+        return {
+            index: part
+            for (_, share), parts in zip(shares, results, strict=True)
+            for (index, _), part in zip(share, parts, strict=True)
+        }
+
+    def _worker_addresses(self) -> list[str]:
+        return sorted(self.client.scheduler_info()["workers"])
 
     def _ship_params(self, params: Params) -> Any:
         size = params.coef.nbytes + (0 if params.intercept is None else params.intercept.nbytes)
@@ -782,6 +820,35 @@ def _block_parts(
         [None] * len(x_parts) if sample_weight is None else sample_weight.to_delayed().ravel()
     )
     return list(zip(x_parts, label_parts, weight_parts, strict=True))
+
+
+def _culled(part: Any) -> Any:
+    """A delayed chunk with only the graph it needs, to travel light inside a task."""
+    if part is None:
+        return None
+    graph, _ = cull(dict(part.__dask_graph__()), [part.key])
+    return Delayed(part.key, graph)
+
+
+def _contiguous_shares(
+    blocks: Sequence[tuple[int, np.ndarray | None]],
+    chunk_rows: Sequence[int],
+    workers: Sequence[str],
+) -> list[tuple[str, list[tuple[int, np.ndarray | None]]]]:
+    """Split the selected blocks, in order, into one run per worker of about equal rows."""
+    if not workers:
+        return [("", list(blocks))]
+    sizes = np.array([chunk_rows[index] for index, _ in blocks], dtype=np.float64)
+    ends = np.cumsum(sizes)
+    share_of = np.minimum(
+        (len(workers) * (ends - sizes / 2) / max(ends[-1], 1)).astype(int), len(workers) - 1
+    )
+    shares = []
+    for position, worker in enumerate(workers):
+        share = [block for block, owner in zip(blocks, share_of, strict=True) if owner == position]
+        if share:
+            shares.append((worker, share))
+    return shares
 
 
 def _block_bytes(X: da.Array, labels: da.Array, sample_weight: da.Array | None) -> list[int]:

@@ -223,7 +223,12 @@ def test_evaluations_fall_back_to_tasks_when_a_block_server_is_gone(problem):
             assert len(engine._servers) == 2
             # A server lost behind the engine's back (as when its worker restarts): the call
             # fails, that evaluation runs as tasks with the same result, and a new server starts.
-            next(iter(engine._servers.values())).release()
+            lost = next(iter(engine._servers.values())).key
+
+            def forget_server(dask_worker) -> None:
+                dask_worker.state.actors.pop(lost, None)
+
+            two.run(forget_server)
             trips = engine.n_round_trips
             assert _same_sums(engine.sums(params), expected)
             assert engine.n_round_trips > trips + 1  # the failed call, then the tasks
