@@ -66,6 +66,7 @@ logger = logging.getLogger("dsoftmax")
 
 __all__ = ["DaskEngine", "Engine", "LocalEngine", "tree_reduce"]
 
+
 #: Partial results added by one reduce task.
 REDUCE_FAN_IN = 4
 
@@ -78,6 +79,18 @@ class Block(NamedTuple):
     X: np.ndarray
     labels: np.ndarray
     sample_weight: np.ndarray | None
+
+
+class Share(NamedTuple):
+    """One worker's part of an evaluation: where its blocks stand in the reduce, and which of
+    their rows to use."""
+
+    #: Positions of the blocks among the evaluation's blocks (the leaves of the reduce tree).
+    positions: list[int]
+    #: Per block, the selected local rows, or None for all of them.
+    rows: list[np.ndarray | None]
+    #: Number of blocks in the whole evaluation.
+    n_parts: int
 
 
 class Engine(Protocol):
@@ -95,18 +108,86 @@ class Engine(Protocol):
     def metrics(self, params: Params, batch: RowBatch | None = None) -> BlockMetrics: ...
 
 
+#: A node of the reduce tree: ``(level, index)`` adds the parts at positions
+#: ``[index·F^level, (index + 1)·F^level)`` (F = :data:`REDUCE_FAN_IN`); level 0 is one part.
+Node = tuple[int, int]
+
+
 def tree_reduce(parts: Sequence[T], add_group: Callable[[list[T]], T]) -> T:
     """Reduce ``parts`` with a fixed tree: groups of :data:`REDUCE_FAN_IN` consecutive parts,
     level by level. The order of additions depends only on ``len(parts)``."""
-    level = list(parts)
-    if not level:
+    if not parts:
         raise ValueError("nothing to reduce: the row selection is empty.")
-    while len(level) > 1:
-        level = [
-            add_group(level[start : start + REDUCE_FAN_IN])
-            for start in range(0, len(level), REDUCE_FAN_IN)
+    leaves = {(0, position): part for position, part in enumerate(parts)}
+    return node_value(tree_root(len(parts)), leaves, len(parts), add_group)
+
+
+def tree_root(n_parts: int) -> Node:
+    """The root of the reduce tree over ``n_parts`` parts."""
+    level, width = 0, n_parts
+    while width > 1:
+        width = -(-width // REDUCE_FAN_IN)
+        level += 1
+    return level, 0
+
+
+def _children(node: Node, n_parts: int) -> range:
+    level, index = node
+    width_below = -(-n_parts // REDUCE_FAN_IN ** (level - 1))
+    return range(index * REDUCE_FAN_IN, min((index + 1) * REDUCE_FAN_IN, width_below))
+
+
+def node_value(
+    node: Node, known: dict[Node, T], n_parts: int, add_group: Callable[[list[T]], T]
+) -> T:
+    """The sum at ``node``, from the values ``known`` for some nodes below or at it. Every
+    node adds its children left to right, so a subtree summed on a worker has the same bits as
+    the same subtree summed on the client."""
+    if node in known:
+        return known[node]
+    level = node[0]
+    if level == 0:
+        raise KeyError(f"part {node[1]} of the reduce is missing")
+    return add_group(
+        [
+            node_value((level - 1, child), known, n_parts, add_group)
+            for child in _children(node, n_parts)
         ]
-    return level[0]
+    )
+
+
+def owned_nodes(positions: Sequence[int], n_parts: int) -> list[Node]:
+    """The largest nodes of the reduce tree whose parts are all among ``positions``, in order:
+    what a worker holding those parts can add up itself before sending."""
+    held = np.zeros(n_parts + 1, dtype=np.int64)
+    held[1:][np.asarray(positions, dtype=np.int64)] = 1
+    counts = np.cumsum(held)
+    found: list[Node] = []
+
+    def visit(node: Node) -> None:
+        level, index = node
+        low = index * REDUCE_FAN_IN**level
+        high = min((index + 1) * REDUCE_FAN_IN**level, n_parts)
+        count = counts[high] - counts[low]
+        if count == high - low:
+            found.append(node)
+        elif count:
+            for child in _children(node, n_parts):
+                visit((level - 1, child))
+
+    visit(tree_root(n_parts))
+    return found
+
+
+def reduce_owned(
+    parts: dict[int, T], n_parts: int, add_group: Callable[[list[T]], T]
+) -> list[tuple[Node, T]]:
+    """Worker side: the sums of the largest subtrees made of ``parts`` (position → part)."""
+    leaves = {(0, position): part for position, part in parts.items()}
+    return [
+        (node, node_value(node, leaves, n_parts, add_group))
+        for node in owned_nodes(sorted(parts), n_parts)
+    ]
 
 
 def row_weights(
@@ -287,23 +368,23 @@ def stream_worker_evaluate(
     kind: str,
     sources: list[tuple[Any, Any, Any]],
     params: Params,
-    rows: list[np.ndarray | None],
+    share: Share,
     class_weight: np.ndarray | None,
-) -> list[Any]:
+) -> list[tuple[Node, Any]]:
     """Worker task: evaluate a share of the blocks straight from the store, one after the other,
     reading the next block in a thread while the current one is evaluated. At most two blocks
     are in memory at a time, and the store's latency hides behind the arithmetic."""
     evaluate_block = BLOCK_FUNCTIONS[kind]
-    results = []
+    parts = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsoftmax-prefetch") as pool:
         upcoming = pool.submit(read_block, sources[0])
-        for position, selected in enumerate(rows):
+        for step, (position, selected) in enumerate(zip(share.positions, share.rows, strict=True)):
             block = upcoming.result()
-            if position + 1 < len(sources):
-                upcoming = pool.submit(read_block, sources[position + 1])
-            results.append(evaluate_block(block, params, selected, class_weight))
+            if step + 1 < len(sources):
+                upcoming = pool.submit(read_block, sources[step + 1])
+            parts[position] = evaluate_block(block, params, selected, class_weight)
             del block
-    return results
+    return reduce_owned(parts, share.n_parts, ADDERS[kind])
 
 
 def read_and_check(
@@ -337,10 +418,11 @@ class BlockServer:
         kind: str,
         keys: list[Any],
         params: Params,
-        rows: list[np.ndarray | None],
+        share: Share,
         class_weight: np.ndarray | None,
-    ) -> list[Any] | None:
-        """Per-block results for ``keys`` in order; None when one is not in memory here."""
+    ) -> list[tuple[Node, Any]] | None:
+        """The sums of this worker's subtrees of the reduce over the blocks ``keys``; None when
+        one of them is not in memory here."""
         data = self._worker.data
         blocks = []
         for key in keys:
@@ -348,11 +430,7 @@ class BlockServer:
                 blocks.append(data[key])
             except KeyError:  # moved or lost since the client looked: the client uses tasks
                 return None
-        evaluate_block = BLOCK_FUNCTIONS[kind]
-        return [
-            evaluate_block(block, params, selected, class_weight)
-            for block, selected in zip(blocks, rows, strict=True)
-        ]
+        return evaluate_share(kind, blocks, params, share, class_weight)
 
 
 #: Failed calls to live workers' block servers after which an engine stops using them (the
@@ -482,20 +560,23 @@ class DaskEngine:
         batch = batch or full_batch(self.chunk_rows)
         started = time.perf_counter()
         if self.hold == "stream" and len(batch.blocks) > self._window:
-            per_block = self._evaluate_streaming(kind, params, batch)
+            known = self._evaluate_streaming(kind, params, batch)
         else:
             if self.hold == "stream":
                 self._hold_blocks([index for index, _ in batch.blocks])
-            per_block = self._evaluate_held(kind, params, batch)
+            known = self._evaluate_held(kind, params, batch)
         self._evaluations += 1
         logger.debug(
-            "%s over %d blocks: %.1f ms",
+            "%s over %d blocks, %d sums received: %.1f ms",
             kind,
-            len(per_block),
+            len(batch.blocks),
+            len(known),
             1e3 * (time.perf_counter() - started),
         )
-        # Block order, not worker order: the same additions whatever the placement.
-        return tree_reduce([per_block[index] for index, _ in batch.blocks], ADDERS[kind])
+        # The tree over the block order, not the workers: the same additions whatever the
+        # placement; workers added up the subtrees they held whole.
+        n_parts = len(batch.blocks)
+        return node_value(tree_root(n_parts), known, n_parts, ADDERS[kind])
 
     # -- blocks held in worker memory ------------------------------------------------------
 
@@ -557,22 +638,22 @@ class DaskEngine:
                 self._drop_server(worker)
         return self._placement
 
-    def _evaluate_held(self, kind: str, params: Params, batch: RowBatch) -> dict[int, Any]:
+    def _evaluate_held(self, kind: str, params: Params, batch: RowBatch) -> dict[Node, Any]:
         placement = self._block_workers()
-        by_worker: dict[str, list[tuple[int, np.ndarray | None]]] = {}
-        for index, rows in batch.blocks:
-            by_worker.setdefault(placement[index], []).append((index, rows))
-        per_block = self._evaluate_on_servers(kind, params, by_worker)
-        if per_block is None:
-            per_block = self._evaluate_with_tasks(kind, params, by_worker)
-        return per_block
+        plan: dict[str, list[tuple[int, int, np.ndarray | None]]] = {}
+        for position, (index, rows) in enumerate(batch.blocks):
+            plan.setdefault(placement[index], []).append((position, index, rows))
+        known = self._evaluate_on_servers(kind, params, plan, len(batch.blocks))
+        if known is None:
+            known = self._evaluate_with_tasks(kind, params, plan, len(batch.blocks))
+        return known
 
     def _evaluate_on_servers(
-        self, kind: str, params: Params, by_worker: dict[str, list]
-    ) -> dict[int, Any] | None:
+        self, kind: str, params: Params, plan: dict[str, list], n_parts: int
+    ) -> dict[Node, Any] | None:
         """One block-server call per worker; None when any worker did not answer (the caller
         then runs tasks, through which Dask moves or recomputes what is missing)."""
-        if "" in by_worker or not self._start_servers(list(by_worker)):
+        if "" in plan or not self._start_servers(list(plan)):
             return None
         calls = [
             (
@@ -580,25 +661,24 @@ class DaskEngine:
                 self._servers[worker].key,
                 (
                     kind,
-                    [self._held[index].key for index, _ in selection],
+                    [self._held[index].key for _, index, _ in work],
                     params,
-                    [rows for _, rows in selection],
+                    _share(work, n_parts),
                     self.class_weight,
                 ),
             )
-            for worker, selection in by_worker.items()
+            for worker, work in plan.items()
         ]
         replies = self.client.sync(_call_servers, self.client, calls)
         self.n_round_trips += 1
-        per_block: dict[int, Any] = {}
-        for (worker, selection), reply in zip(by_worker.items(), replies, strict=True):
+        known: dict[Node, Any] = {}
+        for worker, reply in zip(plan, replies, strict=True):
             if isinstance(reply, BaseException) or reply is None:
                 self._server_did_not_answer(worker, reply)
                 return None
-            for (index, _), part in zip(selection, reply, strict=True):
-                per_block[index] = part
+            known.update(reply)
         self._server_failures = 0
-        return per_block
+        return known
 
     def _server_did_not_answer(self, worker: str, reply: Any) -> None:
         logger.debug("block server on %s did not answer: %r", worker, reply)
@@ -654,64 +734,56 @@ class DaskEngine:
             future.release()
 
     def _evaluate_with_tasks(
-        self, kind: str, params: Params, by_worker: dict[str, list]
-    ) -> dict[int, Any]:
+        self, kind: str, params: Params, plan: dict[str, list], n_parts: int
+    ) -> dict[Node, Any]:
         """One task per worker over its blocks: Dask moves or recomputes what is missing."""
         shipped = self._ship_params(params)
         futures = [
             self.client.submit(
                 softmax_worker_evaluate,
                 kind,
-                [self._held[index] for index, _ in selection],
+                [self._held[index] for _, index, _ in work],
                 shipped,
-                [rows for _, rows in selection],
+                _share(work, n_parts),
                 self.class_weight,
                 workers=[worker] if worker else None,
                 allow_other_workers=True,
                 pure=False,
             )
-            for worker, selection in by_worker.items()
+            for worker, work in plan.items()
         ]
         results = self._gather(futures)
         self.n_round_trips += 1
         ran_on = [address for address, _ in results]
         self._placement_stale = any(
-            planned and planned != actual for planned, actual in zip(by_worker, ran_on, strict=True)
+            planned and planned != actual for planned, actual in zip(plan, ran_on, strict=True)
         )
-        return {
-            index: part
-            for selection, (_, parts) in zip(by_worker.values(), results, strict=True)
-            for (index, _), part in zip(selection, parts, strict=True)
-        }
+        return {node: value for _, pairs in results for node, value in pairs}
 
     # -- blocks streamed from the store ----------------------------------------------------
 
-    def _evaluate_streaming(self, kind: str, params: Params, batch: RowBatch) -> dict[int, Any]:
+    def _evaluate_streaming(self, kind: str, params: Params, batch: RowBatch) -> dict[Node, Any]:
         """One task per worker over a contiguous share of the blocks, read from the store as
         it goes (:func:`stream_worker_evaluate`); nothing stays in worker memory."""
         shipped = self._ship_params(params)
-        shares = _contiguous_shares(batch.blocks, self.chunk_rows, self._worker_addresses())
+        plan = _contiguous_plan(batch.blocks, self.chunk_rows, self._worker_addresses())
         futures = [
             self.client.submit(
                 stream_worker_evaluate,
                 kind,
-                [self._sources[index] for index, _ in share],
+                [self._sources[index] for _, index, _ in work],
                 shipped,
-                [rows for _, rows in share],
+                _share(work, len(batch.blocks)),
                 self.class_weight,
                 workers=[worker] if worker else None,
                 allow_other_workers=True,
                 pure=False,
             )
-            for worker, share in shares
+            for worker, work in plan.items()
         ]
         results = self._gather(futures)
         self.n_round_trips += 1
-        return {
-            index: part
-            for (_, share), parts in zip(shares, results, strict=True)
-            for (index, _), part in zip(share, parts, strict=True)
-        }
+        return {node: value for pairs in results for node, value in pairs}
 
     def _worker_addresses(self) -> list[str]:
         return sorted(self.client.scheduler_info()["workers"])
@@ -790,16 +862,32 @@ def softmax_worker_evaluate(
     kind: str,
     blocks: list[Block],
     params: Params,
-    rows: list[np.ndarray | None],
+    share: Share,
     class_weight: np.ndarray | None,
-) -> tuple[str, list[Any]]:
-    """Worker task: one result per block this worker holds, with the worker's address (so the
-    client notices when work moved after a worker loss)."""
+) -> tuple[str, list[tuple[Node, Any]]]:
+    """Worker task: :func:`evaluate_share` over blocks this worker holds, with the worker's
+    address (so the client notices when work moved after a worker loss)."""
+    return (
+        distributed.get_worker().address,
+        evaluate_share(kind, blocks, params, share, class_weight),
+    )
+
+
+def evaluate_share(
+    kind: str,
+    blocks: list[Block],
+    params: Params,
+    share: Share,
+    class_weight: np.ndarray | None,
+) -> list[tuple[Node, Any]]:
+    """Evaluate the blocks of a share and add up, on the worker, the largest subtrees of the
+    reduce they make: the client receives a few sums instead of one per block."""
     evaluate_block = BLOCK_FUNCTIONS[kind]
-    return distributed.get_worker().address, [
-        evaluate_block(block, params, selected, class_weight)
-        for block, selected in zip(blocks, rows, strict=True)
-    ]
+    parts = {
+        position: evaluate_block(block, params, selected, class_weight)
+        for block, position, selected in zip(blocks, share.positions, share.rows, strict=True)
+    }
+    return reduce_owned(parts, share.n_parts, ADDERS[kind])
 
 
 def _pick_holder(holders: Sequence[str], planned: str | None) -> str:
@@ -830,25 +918,29 @@ def _culled(part: Any) -> Any:
     return Delayed(part.key, graph)
 
 
-def _contiguous_shares(
+def _share(work: list[tuple[int, int, np.ndarray | None]], n_parts: int) -> Share:
+    return Share([position for position, _, _ in work], [rows for _, _, rows in work], n_parts)
+
+
+def _contiguous_plan(
     blocks: Sequence[tuple[int, np.ndarray | None]],
     chunk_rows: Sequence[int],
     workers: Sequence[str],
-) -> list[tuple[str, list[tuple[int, np.ndarray | None]]]]:
-    """Split the selected blocks, in order, into one run per worker of about equal rows."""
+) -> dict[str, list[tuple[int, int, np.ndarray | None]]]:
+    """Split the selected blocks, in order, into one run per worker of about equal rows, as
+    ``worker → [(position, block index, rows)]``; contiguous runs make whole subtrees of the
+    reduce, which the workers add up themselves."""
     if not workers:
-        return [("", list(blocks))]
+        return {"": [(position, index, rows) for position, (index, rows) in enumerate(blocks)]}
     sizes = np.array([chunk_rows[index] for index, _ in blocks], dtype=np.float64)
     ends = np.cumsum(sizes)
-    share_of = np.minimum(
+    owner = np.minimum(
         (len(workers) * (ends - sizes / 2) / max(ends[-1], 1)).astype(int), len(workers) - 1
     )
-    shares = []
-    for position, worker in enumerate(workers):
-        share = [block for block, owner in zip(blocks, share_of, strict=True) if owner == position]
-        if share:
-            shares.append((worker, share))
-    return shares
+    plan: dict[str, list[tuple[int, int, np.ndarray | None]]] = {}
+    for position, ((index, rows), worker) in enumerate(zip(blocks, owner, strict=True)):
+        plan.setdefault(workers[worker], []).append((position, index, rows))
+    return plan
 
 
 def _block_bytes(X: da.Array, labels: da.Array, sample_weight: da.Array | None) -> list[int]:

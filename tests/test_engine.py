@@ -12,7 +12,11 @@ from dsoftmax.engine import (
     DaskEngine,
     LocalEngine,
     _resolve_hold,
+    node_value,
+    owned_nodes,
+    reduce_owned,
     tree_reduce,
+    tree_root,
 )
 from dsoftmax.objective import Params, block_sums, finalize, loss_and_grad
 from dsoftmax.sampling import rows_to_blocks
@@ -138,6 +142,40 @@ def test_tree_reduce_groups_in_block_order():
     assert result == "((0+1+2+3)+(4+5))"
     with pytest.raises(ValueError, match="empty"):
         tree_reduce([], add_group)
+
+
+@pytest.mark.parametrize("n_parts", [1, 2, 5, 16, 17, 70])
+def test_subtrees_added_on_workers_give_the_trees_bits(n_parts):
+    rng = np.random.default_rng(n_parts)
+    parts = [rng.normal(size=3) * 10.0 ** rng.integers(-8, 8) for _ in range(n_parts)]
+    expected = tree_reduce(parts, _add_left_to_right)
+    for n_workers in (1, 2, 3):
+        # Contiguous runs (as streaming plans them) and scattered blocks (as Dask may place).
+        for owner in (
+            np.sort(rng.integers(0, n_workers, n_parts)),
+            rng.integers(0, n_workers, n_parts),
+        ):
+            known = {}
+            for worker in range(n_workers):
+                mine = {p: parts[p] for p in np.flatnonzero(owner == worker).tolist()}
+                known.update(reduce_owned(mine, n_parts, _add_left_to_right))
+            result = node_value(tree_root(n_parts), known, n_parts, _add_left_to_right)
+            assert result.tobytes() == expected.tobytes()
+
+
+def test_owned_nodes_are_the_largest_whole_subtrees():
+    assert owned_nodes(range(16), 16) == [(2, 0)]
+    assert owned_nodes(range(8), 16) == [(1, 0), (1, 1)]
+    assert owned_nodes([0, 1, 2, 3, 5], 16) == [(1, 0), (0, 5)]
+    assert owned_nodes([4], 5) == [(1, 1)]  # a group of one is its own subtree
+    assert owned_nodes([], 5) == []
+
+
+def _add_left_to_right(group):
+    total = group[0]
+    for part in group[1:]:
+        total = total + part
+    return total
 
 
 def test_engine_refuses_misaligned_chunks(problem):
