@@ -1,4 +1,4 @@
-"""Synchronous minibatch steps per second: the round trip of one small evaluation.
+"""Target 3, synchronous minibatch steps per second: the round trip of one small evaluation.
 
 On a tiny dataset the cost of a minibatch step is the cost of reaching the workers, not the
 math. Timed in one run, over the same seeded batches (``dsoftmax.sampling.EpochSampler``):
@@ -8,13 +8,13 @@ math. Timed in one run, over the same seeded batches (``dsoftmax.sampling.EpochS
   ``X[rows]``, ``map_blocks`` of the same block sums, ``sum`` and ``compute``;
 * ``LocalEngine.sums(params, batch)``: the same block functions in this process, no cluster.
 
+Target: the median step on the workers takes at most 5 ms (200 steps/s or more).
+
 Run ``python -m benchmarks.bench_steps [--quick]`` from the repository root.
 """
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +25,31 @@ from dsoftmax.objective import BlockSums, Params, block_sums
 from dsoftmax.sampling import EpochSampler, RowBatch, rows_to_blocks
 
 from .bench_pass import random_params
-from .common import Timing, markdown_table, measure_interleaved
+from .common import (
+    Section,
+    Timing,
+    Verdict,
+    bench_main,
+    markdown_table,
+    measure_interleaved,
+    start_cluster,
+    teacher_dataset,
+)
 
-__all__ = ["FULL", "QUICK", "StepsConfig", "dask_array_sums", "minibatch_rows", "run"]
+__all__ = [
+    "FULL",
+    "NAME",
+    "QUICK",
+    "THRESHOLD_MS",
+    "StepsConfig",
+    "dask_array_sums",
+    "minibatch_rows",
+    "run",
+]
+
+NAME = "steps"
+#: Target 3: the median synchronous step on the workers, in milliseconds, at most.
+THRESHOLD_MS = 5.0
 
 
 @dataclass(frozen=True)
@@ -128,8 +150,8 @@ def _step_row(name: str, timing: Timing, baseline: Timing) -> list[str]:
     ]
 
 
-def run(config: StepsConfig, workdir: Path) -> str:
-    """Run the benchmark; return its Markdown section.
+def run(config: StepsConfig, workdir: Path) -> Section:
+    """Run the benchmark.
 
     Parameters
     ----------
@@ -139,23 +161,15 @@ def run(config: StepsConfig, workdir: Path) -> str:
     """
     import distributed
 
-    from dsoftmax import make_classification
-    from dsoftmax.cluster import local_cluster
     from dsoftmax.engine import DaskEngine, LocalEngine
 
     params = random_params(config.n_classes, config.n_features)
     rows = minibatch_rows(config)
-    cluster = local_cluster(n_workers=config.n_workers, threads_per_worker=1, dashboard=False)
-    with cluster, distributed.Client(cluster) as client:
-        dataset = make_classification(
-            workdir / "steps.zarr",
-            config.n_samples,
-            config.n_features,
-            config.n_classes,
-            chunk_rows=config.chunk_rows,
-            seed=0,
-            client=client,
-        )
+    with start_cluster(config.n_workers) as cluster, distributed.Client(cluster) as client:
+        dataset, _ = teacher_dataset(
+            workdir, config.n_samples, config.n_features, config.n_classes, config.chunk_rows,
+            client,
+        )  # fmt: skip
         batches: list[RowBatch] = [rows_to_blocks(r, dataset.chunk_rows) for r in rows]
         X = dataset.X.compute(scheduler="threads")
         y = dataset.y.compute(scheduler="threads")
@@ -165,6 +179,7 @@ def run(config: StepsConfig, workdir: Path) -> str:
         distributed.wait([X_held, y_held])
         with DaskEngine(client, dataset.X, dataset.y) as engine:
             engine.sums(params)  # waits for the blocks to load
+            hold = getattr(engine, "hold", "memory")
             trips_before = engine.n_round_trips
             timings = measure_interleaved(
                 {
@@ -188,7 +203,7 @@ def run(config: StepsConfig, workdir: Path) -> str:
          "speed-up vs dask.array"],
         [
             _step_row(
-                f"DaskEngine.sums, {config.n_workers} workers",
+                f"DaskEngine.sums, {config.n_workers} workers (hold={hold!r})",
                 timings["engine"],
                 timings["dask_array"],
             ),
@@ -204,11 +219,8 @@ def run(config: StepsConfig, workdir: Path) -> str:
             ),
         ],
     )  # fmt: skip
-    return "\n".join(
+    body = "\n".join(
         [
-            f"### Minibatch steps: {config.batch_size} rows from {config.n_samples:,} × "
-            f"{config.n_features}, {config.n_classes} classes",
-            "",
             f"{len(dataset.chunk_rows)} chunks of {config.chunk_rows:,} rows; "
             f"{config.n_workers} local worker processes with 1 thread each; the same "
             f"{config.n_steps} seeded minibatches (EpochSampler, seed 0) timed one by one after "
@@ -224,15 +236,22 @@ def run(config: StepsConfig, workdir: Path) -> str:
             f"{array_difference:.1e}.",
         ]
     )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps, for a smoke run")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="dsoftmax-bench-") as workdir:
-        print(run(QUICK if args.quick else FULL, Path(workdir)))
+    return Section(
+        name=NAME,
+        title=f"3. Minibatch steps: {config.batch_size} rows from {config.n_samples:,} × "
+        f"{config.n_features}, {config.n_classes} classes",
+        body=body,
+        verdicts=[
+            Verdict(
+                "3 cheap steps",
+                f"median synchronous DaskEngine step ({1 / timings['engine'].median:.0f} steps/s)",
+                1e3 * timings["engine"].median,
+                THRESHOLD_MS,
+                unit=" ms",
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":  # worker processes are spawned and import __main__
-    main()
+    bench_main(__doc__, run, FULL, QUICK)
