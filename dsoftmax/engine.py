@@ -592,12 +592,23 @@ class DaskEngine:
             assemble = dask.delayed(assemble_block, pure=True)
             # Keys unique to this engine: another client releasing the same data's keys at the
             # same moment must not cancel ours ("lost dependencies").
-            loads = [
-                assemble(*self._parts[index], dask_key_name=f"softmax-block-{self._token}-{index}")
-                for index in missing
-            ]
-            for index, future in zip(missing, self.client.compute(loads), strict=True):
-                self._held[index] = future
+            # Contiguous runs of blocks per worker: the workers then hold whole subtrees of the
+            # reduce and send a few sums each instead of one per block.
+            plan = _contiguous_plan(
+                [(index, None) for index in missing], self.chunk_rows, self._worker_addresses()
+            )
+            for worker, work in plan.items():
+                loads = [
+                    assemble(
+                        *self._parts[index], dask_key_name=f"softmax-block-{self._token}-{index}"
+                    )
+                    for _, index, _ in work
+                ]
+                futures = self.client.compute(
+                    loads, workers=[worker] if worker else None, allow_other_workers=True
+                )
+                for (_, index, _), future in zip(work, futures, strict=True):
+                    self._held[index] = future
             self._placement_stale = True
         keep = set(wanted)
         while len(self._held) > max(self._window, len(keep)):
