@@ -149,11 +149,21 @@ def decision_function(params: Params, X: np.ndarray) -> np.ndarray:
     return logits
 
 
+#: The classes are padded with zero rows of W to a multiple of this for the logits' product:
+#: OpenBLAS multiplies (rows × d)·(d × 16) about 3× faster than (rows × d)·(d × 10) and 8× faster
+#: than (10 × d)·(d × rows) (measured, float32, one thread); a block's whole pass gains ~17 %.
+LOGIT_CLASS_MULTIPLE = 16
+
+
 def _class_major_logits(params: Params, X: np.ndarray) -> np.ndarray:
     """Logits laid out as ``W Xᵀ + b`` (n_classes, rows): the softmax then reduces over
     contiguous rows of length ``rows`` instead of over tiny rows of length n_classes."""
-    coef = np.asarray(params.coef, dtype=X.dtype)
-    logits = coef @ X.T
+    n_classes = params.coef.shape[0]
+    padded = np.zeros(
+        (-(-n_classes // LOGIT_CLASS_MULTIPLE) * LOGIT_CLASS_MULTIPLE, X.shape[1]), dtype=X.dtype
+    )
+    padded[:n_classes] = params.coef
+    logits = np.ascontiguousarray((X @ padded.T)[:, :n_classes].T)
     if params.intercept is not None:
         logits += np.asarray(params.intercept, dtype=X.dtype)[:, None]
     return logits
