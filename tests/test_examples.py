@@ -6,12 +6,14 @@ fresh interpreter, as from a shell) and check the values, not just the exit code
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from daskprocs import dask_processes
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -19,11 +21,13 @@ EXAMPLES = REPO / "examples"
 EXAMPLE_TIMEOUT = 180
 
 
-def run_script(args: list[str], cwd: Path) -> str:
-    """Run ``python ARGS`` in ``cwd``; return its stdout, or fail with both streams."""
+def run_script(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run ``python ARGS`` in ``cwd`` (``env`` added to the environment); return its stdout, or
+    fail with both streams."""
     completed = subprocess.run(
         [sys.executable, *args],
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=EXAMPLE_TIMEOUT,
@@ -87,17 +91,77 @@ def test_minibatch_sgd_prints_one_curve_row_per_epoch(tmp_path: Path) -> None:
     assert 0.8 < float(result["test_accuracy"]) <= 1.0
 
 
-@pytest.mark.slow
 @pytest.mark.cluster
-def test_quick_benchmarks_write_their_report(tmp_path: Path) -> None:
-    report_path = tmp_path / "quick.md"
-    run_script(["-m", "benchmarks.run", "--quick", "--out", str(report_path)], cwd=REPO)
-    report = report_path.read_text(encoding="utf-8")
-    for heading in ("### Full-batch pass", "### Minibatch steps", "- memory:"):
-        assert heading in report
-    assert "DaskEngine.sums, 2 workers (blocks in worker memory)" in report
-    trips_per_step = re.search(
-        r"DaskEngine\.n_round_trips: \d+ for \d+ steps \(([\d.]+) per", report
+def test_remote_cluster_trains_on_the_scheduler_it_is_given(tmp_path: Path) -> None:
+    args = [str(EXAMPLES / "remote_cluster.py"), "--n-samples", "8000", "--workdir", "."]
+    with dask_processes(n_workers=2) as procs:
+        stdout = run_script(args, cwd=tmp_path, env={"DSOFTMAX_SCHEDULER": procs.address})
+    result = result_fields(stdout)
+    # The cluster it was given, not a local one of its own.
+    assert f"cluster: scheduler {procs.address}, 2 workers" in stdout
+    assert int(result["n_workers"]) == 2
+    assert 0.85 < float(result["test_accuracy"]) <= 1.0
+    # The workers wrote the datasets at the absolute path of the relative --workdir.
+    assert (tmp_path / "train.zarr" / "X").is_dir()
+    assert (tmp_path / "test.zarr" / "X").is_dir()
+
+
+def test_remote_cluster_without_an_address_says_how_to_give_one(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if name != "DSOFTMAX_SCHEDULER"}
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / "remote_cluster.py"), "--workdir", "."],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=EXAMPLE_TIMEOUT,
+        check=False,
     )
-    # One wait per evaluation, plus the engine's occasional look-up of where blocks live.
-    assert trips_per_step is not None and 1.0 <= float(trips_per_step[1]) < 1.5
+    assert completed.returncode == 2
+    assert "pass --scheduler ADDRESS or set DSOFTMAX_SCHEDULER" in completed.stderr
+
+
+@pytest.mark.slow  # writes and streams 1.25 GiB: 30-90 s on 2 busy cores
+@pytest.mark.cluster
+def test_out_of_core_streams_data_larger_than_the_workers_memory(tmp_path: Path) -> None:
+    # A small limit that still leaves room: a worker's Python, NumPy, Dask and Zarr take ~100
+    # MiB, minibatches hold blocks worth a quarter of the limit, and Dask pauses a worker at 80%.
+    args = [str(EXAMPLES / "out_of_core.py"), "--memory-limit", "320MiB", "--workdir", "."]
+    stdout = run_script(args, cwd=tmp_path)
+    result = result_fields(stdout)
+    # hold_data="auto" chose to stream, as the data is larger than the workers' memory.
+    assert re.search(r"^dsoftmax: .* streamed from the store", stdout, re.M), stdout
+    limit = int(result["worker_memory_limit"])
+    assert limit == 320 * 2**20
+    assert int(result["total_worker_memory_limit"]) == 2 * limit
+    assert int(result["dataset_bytes"]) >= 2 * int(result["total_worker_memory_limit"])
+    # Each worker's peak resident memory, over the whole run, stayed below its limit; a worker
+    # restarted after hitting it would have reported a fresh peak.
+    assert result["workers_restarted"] == "False", stdout
+    assert 0 < int(result["peak_worker_rss"]) < limit, stdout
+    # 4 classes with 10% of the labels redrawn: a linear model reaches about 92.5%.
+    assert 0.85 < float(result["test_accuracy"]) <= 1.0, stdout
+
+
+@pytest.mark.cluster
+def test_parquet_probe_predicts_the_string_labels(tmp_path: Path) -> None:
+    args = [str(EXAMPLES / "parquet_probe.py"), "--n-samples", "8000", "--workdir", "."]
+    result = result_fields(run_script(args, cwd=tmp_path))
+    classes = ["bird", "cat", "dog", "fish"]
+    assert result["classes"].split(",") == classes
+    predicted = result["predicted_sample"].split(",")
+    assert len(predicted) == 8 and set(predicted) <= set(classes)
+    # The nearest true centroid is the best rule there is on this data; a probe matches it.
+    accuracy = float(result["accuracy"])
+    assert accuracy >= float(result["nearest_centroid_accuracy"]) - 0.02
+    assert 0.85 < accuracy <= 1.0
+    assert (tmp_path / "train.zarr" / "X").is_dir()
+
+
+def test_resume_after_a_kill_ends_where_an_uninterrupted_fit_ends(tmp_path: Path) -> None:
+    args = [str(EXAMPLES / "resume.py"), "--checkpoint-every", "100", "--workdir", "."]
+    result = result_fields(run_script(args, cwd=tmp_path))
+    resumed_from = int(result["resumed_from_step"])
+    assert resumed_from > 0 and resumed_from % 100 == 0
+    assert int(result["epochs"]) >= 1
+    assert result["same_as_uninterrupted"] == "True"
