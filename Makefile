@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dsoftmax-installed
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-slow test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 	$(BIN)/ruff check dsoftmax tests benchmarks examples cluster
 	$(BIN)/python -m pytest -m "not slow" ; rc=$$? ; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no test" >&2; exit 1; fi ; exit $$rc
+
+# The long runs (the out-of-core example, the user guide's code, the quick benchmarks): minutes.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
