@@ -441,20 +441,30 @@ class BlockServer:
         return None if reply is None else pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+#: Multiply-adds (rows × classes × features) up to which a block server evaluates on the
+#: worker's event loop instead of in a thread: about 10 ms of arithmetic at most.
+SMALL_EVALUATION_WORK = 50_000_000
+
 #: Failed calls to live workers' block servers after which an engine stops using them (the
 #: client cannot reach the workers directly, e.g. behind a NAT) and runs tasks only.
 SERVER_FAILURES_TOLERATED = 2
 
 
-async def _call_servers(client: Any, calls: list[tuple[str, str, tuple]]) -> list[Any]:
-    """Call ``BlockServer.evaluate`` on each ``(worker address, actor key, args)``, all at once,
-    straight from the client to the workers (what ``distributed.Actor`` does when the client is
-    set to talk to workers directly); an exception in place of a reply that did not come."""
+async def _call_servers(client: Any, calls: list[tuple[str, str, tuple, bool]]) -> list[Any]:
+    """Call ``BlockServer.evaluate`` on each ``(worker address, actor key, args, small)``, all
+    at once, straight from the client to the workers (what ``distributed.Actor`` does when the
+    client is set to talk to workers directly); an exception in place of a reply that did not
+    come."""
 
-    async def call(address: str, key: str, args: tuple) -> Any:
+    async def call(address: str, key: str, args: tuple, small: bool) -> Any:
         request = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
         reply = await client.rpc(address).actor_execute(
-            actor=key, function="evaluate_packed", args=[request], kwargs={}
+            actor=key,
+            function="evaluate_packed",
+            args=[request],
+            # Small work runs on the worker's event loop, sparing a hop to a thread and back
+            # (measured: 5.0 -> 4.3 ms per 64-row step); big work must not block the loop.
+            kwargs={"separate_thread": not small},
         )
         if reply["status"] != "OK":
             raise reply["exception"]
@@ -683,6 +693,7 @@ class DaskEngine:
                     _share(work, n_parts),
                     self.class_weight,
                 ),
+                self._work(work, params) <= SMALL_EVALUATION_WORK,
             )
             for worker, work in plan.items()
         ]
@@ -696,6 +707,14 @@ class DaskEngine:
             known.update(reply)
         self._server_failures = 0
         return known
+
+    def _work(self, work: list[tuple[int, int, np.ndarray | None]], params: Params) -> int:
+        """Multiply-adds of evaluating ``work``, roughly."""
+        rows = sum(
+            self.chunk_rows[index] if selected is None else len(selected)
+            for _, index, selected in work
+        )
+        return rows * params.coef.size
 
     def _server_did_not_answer(self, worker: str, reply: Any) -> None:
         logger.debug("block server on %s did not answer: %r", worker, reply)
