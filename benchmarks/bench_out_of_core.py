@@ -10,7 +10,7 @@ a store whose uncompressed size is at least twice the cluster's total limit:
 * ``SoftmaxRegression(solver="sgd", max_iter=1, hold_data="stream")`` (one epoch) and
   ``SoftmaxRegression(solver="lbfgs", max_iter=3, hold_data="auto")``, fitted on the dataset;
 * each worker's peak resident memory (sampled every 20 ms from this process, and the worker's
-  own ``ru_maxrss``), and whether any worker was restarted (address and process id unchanged).
+  own peak, VmHWM), and whether any worker was restarted (address and process id unchanged).
 
 Targets: the streamed pass takes at most 1.3× one read; no worker goes above its memory limit;
 no worker restarts.
@@ -461,7 +461,7 @@ def _section(
         for phase, phase_peaks in peaks.items()
     ]
     peak_rows.append(
-        ["whole life of the worker (ru_maxrss: dataset writing and codec table included)",
+        ["whole life of the worker (VmHWM: dataset writing and codec table included)",
          *(f"{lifetime_peaks[w] / MIB:.0f}" if w in lifetime_peaks else "n/a" for w in workers)]
     )  # fmt: skip
     peak_table = markdown_table(

@@ -241,7 +241,7 @@ class MemorySampler:
         A name per process (a worker address, ``"client"``) and its process id.
     interval : float
         Seconds between samples; a spike shorter than this can go unseen, so the benchmarks
-        also report each worker's own ``ru_maxrss``.
+        also report each worker's own peak (VmHWM).
 
     Attributes
     ----------
@@ -305,10 +305,15 @@ def _own_pid() -> int:
 
 
 def _max_rss_bytes() -> int:
+    """This process's peak resident memory: Linux's VmHWM. ``getrusage``'s ru_maxrss is wrong
+    for local workers: started by fork then exec, they inherit their parent's peak."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        return int(fields["VmHWM"].split()[0]) * 1024  # in kB
     import resource
 
-    # Linux reports kilobytes (macOS bytes; the benchmarks target Linux).
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS
 
 
 def worker_processes(client: Any) -> dict[str, int]:
@@ -317,7 +322,7 @@ def worker_processes(client: Any) -> dict[str, int]:
 
 
 def worker_max_rss(client: Any) -> dict[str, int]:
-    """Worker address → the largest RSS the worker process ever had (``ru_maxrss``), bytes."""
+    """Worker address → the largest RSS the worker process ever had (VmHWM), bytes."""
     return dict(client.run(_max_rss_bytes))
 
 
