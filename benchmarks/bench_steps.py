@@ -62,12 +62,15 @@ class StepsConfig:
     chunk_rows: int = 2_000
     batch_size: int = 64
     n_steps: int = 200
-    n_warmup: int = 10
+    n_warmup: int = 20
     n_workers: int = 2
+    #: Steps each way runs in a row before the next way takes its turn; divides n_steps and
+    #: n_warmup.
+    run_length: int = 20
 
 
 FULL = StepsConfig()
-QUICK = StepsConfig(n_steps=30, n_warmup=3)
+QUICK = StepsConfig(n_steps=30, n_warmup=10, run_length=10)
 
 
 def _flat_block_sums(
@@ -187,8 +190,9 @@ def run(config: StepsConfig, workdir: Path) -> Section:
                     "dask_array": lambda i: dask_array_sums(X_held, y_held, params, rows[i]),
                     "local": lambda i: local.sums(params, batches[i]),
                 },
-                config.n_steps,
-                warmup=config.n_warmup,
+                config.n_steps // config.run_length,
+                warmup=config.n_warmup // config.run_length,
+                run_length=config.run_length,
             )
             trips = engine.n_round_trips - trips_before
             engine_sums = engine.sums(params, batches[0])
@@ -224,7 +228,9 @@ def run(config: StepsConfig, workdir: Path) -> Section:
             f"{len(dataset.chunk_rows)} chunks of {config.chunk_rows:,} rows; "
             f"{config.n_workers} local worker processes with 1 thread each; the same "
             f"{config.n_steps} seeded minibatches (EpochSampler, seed 0) timed one by one after "
-            f"{config.n_warmup} warm-up steps, the three ways taking turns batch by batch; "
+            f"{config.n_warmup} warm-up steps, the three ways taking turns every "
+            f"{config.run_length} batches (so that no way pays for the clean-up another left "
+            "on the cluster); "
             "steps/s is steps over their total time.",
             "",
             table,

@@ -199,23 +199,33 @@ def measure(run: Callable[[], object], repeat: int) -> Timing:
 
 
 def measure_interleaved(
-    candidates: Mapping[str, Callable[[int], object]], repeat: int, warmup: int = 1
+    candidates: Mapping[str, Callable[[int], object]],
+    repeat: int,
+    warmup: int = 1,
+    run_length: int = 1,
 ) -> dict[str, Timing]:
-    """Run rounds in which every candidate runs once, as ``candidates[name](round_index)``.
+    """Run rounds in which every candidate runs ``run_length`` times in a row, as
+    ``candidates[name](call_index)``, each call timed on its own.
 
     The first ``warmup`` rounds are not timed; the next ``repeat`` are. Interleaving spreads a
     burst of outside load over every candidate instead of over the one that happened to run
-    then, so the ratios between candidates stay meaningful on a shared machine.
+    then, so the ratios between candidates stay meaningful on a shared machine. Runs longer than
+    one call keep a candidate clear of the work another one leaves behind on the cluster (a
+    dask.array step's key releases land on the next step, whoever runs it).
     """
-    if repeat < 1 or warmup < 0:
-        raise ValueError(f"need repeat >= 1 and warmup >= 0, got {repeat} and {warmup}.")
+    if repeat < 1 or warmup < 0 or run_length < 1:
+        raise ValueError(
+            f"need repeat >= 1, warmup >= 0 and run_length >= 1, got {repeat}, {warmup} and "
+            f"{run_length}."
+        )
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for round_index in range(warmup + repeat):
         for name, run in candidates.items():
-            started = time.perf_counter()
-            run(round_index)
-            if round_index >= warmup:
-                samples[name].append(time.perf_counter() - started)
+            for call in range(round_index * run_length, (round_index + 1) * run_length):
+                started = time.perf_counter()
+                run(call)
+                if round_index >= warmup:
+                    samples[name].append(time.perf_counter() - started)
     return {name: Timing(tuple(values)) for name, values in samples.items()}
 
 
