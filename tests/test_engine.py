@@ -274,3 +274,16 @@ def test_evaluations_fall_back_to_tasks_when_a_block_server_is_gone(problem):
             trips = engine.n_round_trips
             assert _same_sums(engine.sums(params), expected)
             assert engine.n_round_trips == trips + 1  # the servers answer again
+
+
+@pytest.mark.cluster
+def test_big_evaluations_go_unpacked_to_a_thread_with_the_same_bits(problem, monkeypatch):
+    X, y, weights, params = problem
+    with _cluster(2) as cluster, Client(cluster) as two:
+        with DaskEngine(two, *_dask_inputs(X, y, weights, UNEVEN_CHUNKS)) as engine:
+            packed = engine.sums(params)  # small: one pickled buffer, on the event loop
+            monkeypatch.setattr("dsoftmax.engine.SMALL_EVALUATION_WORK", 0)
+            trips = engine.n_round_trips
+            unpacked = engine.sums(params)  # "big": Dask's serialization, in the actor thread
+            assert engine.n_round_trips == trips + 1  # answered by the servers, not tasks
+    assert _same_sums(unpacked, packed)
