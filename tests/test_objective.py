@@ -467,3 +467,20 @@ def test_docstring_examples_run():
     result = doctest.testmod(objective, raise_on_error=False, verbose=False)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_reused_work_arrays_give_the_same_bits_as_fresh_ones(monkeypatch):
+    rng = np.random.default_rng(11)
+    params = Params(rng.normal(size=(7, 9)).astype(np.float32), rng.normal(size=7))
+    # Sizes that grow and shrink, so the thread's work arrays are reused at other shapes.
+    blocks = [
+        (rng.normal(size=(rows, 9)).astype(np.float32), rng.integers(0, 7, rows))
+        for rows in (300, 50, 1000, 1, 300)
+    ]
+    reused = [block_sums(params, X, y, sub_block_rows=128) for X, y in blocks]
+    monkeypatch.setattr("dsoftmax.objective.SCRATCH_BYTES", 0)
+    fresh = [block_sums(params, X, y, sub_block_rows=128) for X, y in blocks]
+    for a, b in zip(reused, fresh, strict=True):
+        assert a.loss_sum == b.loss_sum
+        assert np.array_equal(a.grad_coef_sum, b.grad_coef_sum)
+        assert np.array_equal(a.grad_intercept_sum, b.grad_intercept_sum)
