@@ -34,6 +34,7 @@ adds their results. Dividing by the weight sum and adding the penalty is the cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import pickle
@@ -550,6 +551,8 @@ class DaskEngine:
         self._server_failures = 0
         if self.hold == "memory":
             self._hold_blocks(range(len(self.chunk_rows)))
+            # Started while the blocks load, so the first evaluation does not wait for them.
+            self._submit_servers(self._worker_addresses())
         logger.info(
             "dsoftmax: %s of rows in %d blocks, %s",
             _format_bytes(sum(self._block_bytes)),
@@ -618,23 +621,16 @@ class DaskEngine:
             assemble = dask.delayed(assemble_block, pure=True)
             # Keys unique to this engine: another client releasing the same data's keys at the
             # same moment must not cancel ours ("lost dependencies").
-            # Contiguous runs of blocks per worker: the workers then hold whole subtrees of the
-            # reduce and send a few sums each instead of one per block.
-            plan = _contiguous_plan(
-                [(index, None) for index in missing], self.chunk_rows, self._worker_addresses()
-            )
-            for worker, work in plan.items():
-                loads = [
-                    assemble(
-                        *self._parts[index], dask_key_name=f"softmax-block-{self._token}-{index}"
-                    )
-                    for _, index, _ in work
-                ]
-                futures = self.client.compute(
-                    loads, workers=[worker] if worker else None, allow_other_workers=True
-                )
-                for (_, index, _), future in zip(work, futures, strict=True):
-                    self._held[index] = future
+            # Dask places the loads. Restricting them to contiguous runs per worker (whole
+            # subtrees of the reduce per worker) left a fit hanging after every worker died
+            # reading a poisoned block, so placement stays Dask's; workers still add the
+            # subtrees they happen to hold whole.
+            loads = [
+                assemble(*self._parts[index], dask_key_name=f"softmax-block-{self._token}-{index}")
+                for index in missing
+            ]
+            for index, future in zip(missing, self.client.compute(loads), strict=True):
+                self._held[index] = future
             self._placement_stale = True
         keep = set(wanted)
         while len(self._held) > max(self._window, len(keep)):
@@ -747,32 +743,35 @@ class DaskEngine:
                 )
 
     def _start_servers(self, workers: list[str]) -> bool:
-        """Start a block server on each of ``workers`` that has none; False if one fails."""
+        """Have a running block server on each of ``workers``; False if one fails to start."""
         if not self._use_servers:
             return False
-        missing = [worker for worker in workers if worker not in self._servers]
-        if not missing:
+        self._submit_servers(workers)
+        starting = [worker for worker in workers if self._servers[worker].status != "finished"]
+        if not starting:
             return True
-        futures = [
-            self.client.submit(
-                BlockServer,
-                workers=[worker],
-                allow_other_workers=False,
-                actor=True,
-                key=f"softmax-server-{self._token}-{uuid.uuid4().hex[:8]}",
-            )
-            for worker in missing
-        ]
-        with self.client.as_current():
-            done, not_done = distributed.wait(futures, timeout=SERVER_START_TIMEOUT)
+        futures = [self._servers[worker] for worker in starting]
+        with self.client.as_current(), contextlib.suppress(TimeoutError):
+            distributed.wait(futures, timeout=SERVER_START_TIMEOUT)
         self.n_round_trips += 1
-        if not_done or any(future.status != "finished" for future in done):
-            for future in futures:
-                future.release()
-            logger.debug("block servers did not start on %s; using tasks", missing)
-            return False
-        self._servers.update(zip(missing, futures, strict=True))
-        return True
+        failed = [worker for worker in starting if self._servers[worker].status != "finished"]
+        for worker in failed:
+            self._drop_server(worker)
+        if failed:
+            logger.debug("block servers did not start on %s; using tasks", failed)
+        return not failed
+
+    def _submit_servers(self, workers: Sequence[str]) -> None:
+        """Ask for a block server on each of ``workers`` that has none, without waiting."""
+        for worker in workers:
+            if worker and worker not in self._servers:
+                self._servers[worker] = self.client.submit(
+                    BlockServer,
+                    workers=[worker],
+                    allow_other_workers=False,
+                    actor=True,
+                    key=f"softmax-server-{self._token}-{uuid.uuid4().hex[:8]}",
+                )
 
     def _drop_server(self, worker: str) -> None:
         future = self._servers.pop(worker, None)

@@ -77,11 +77,13 @@ def test_distributed_gradient_equals_reference(client, problem, chunks, weighted
     weights = weights if weighted else None
     with DaskEngine(client, *_dask_inputs(X, y, weights, chunks)) as engine:
         loss, grad = finalize(engine.sums(params), params, L2)
-        # The placement look-up, the start of the block servers, then the evaluation.
-        assert engine.n_round_trips == 3
+        # The placement look-up, a wait for the block servers unless they started while the
+        # blocks loaded, then the evaluation.
+        first = engine.n_round_trips
+        assert first in (2, 3)
         for _ in range(3):
             engine.sums(params)
-        assert engine.n_round_trips == 6  # then one per evaluation
+        assert engine.n_round_trips == first + 3  # then one per evaluation
     expected_loss, expected = loss_and_grad(params, X, y, L2, weights)
     assert abs(loss - expected_loss) / abs(expected_loss) < 1e-10
     assert _relative_error(grad.coef, expected.coef) < 1e-10
