@@ -621,15 +621,23 @@ class DaskEngine:
             assemble = dask.delayed(assemble_block, pure=True)
             # Keys unique to this engine: another client releasing the same data's keys at the
             # same moment must not cancel ours ("lost dependencies").
-            # Dask places the loads. Restricting them to contiguous runs per worker (whole
-            # subtrees of the reduce per worker) left a fit hanging after every worker died
-            # reading a poisoned block, so placement stays Dask's; workers still add the
-            # subtrees they happen to hold whole.
-            loads = [
-                assemble(*self._parts[index], dask_key_name=f"softmax-block-{self._token}-{index}")
-                for index in missing
-            ]
-            for index, future in zip(missing, self.client.compute(loads), strict=True):
+            # Contiguous runs of blocks per worker: the workers then hold whole subtrees of the
+            # reduce and send a few sums each instead of one per block. Only the load task of a
+            # block is pinned, loosely; pinning its whole graph (the chunk reads) left a fit
+            # hanging once every worker had died reading a poisoned block.
+            plan = _contiguous_plan(
+                [(index, None) for index in missing], self.chunk_rows, self._worker_addresses()
+            )
+            loads = {}
+            for worker, work in plan.items():
+                with dask.annotate(workers=[worker] if worker else None, allow_other_workers=True):
+                    for _, index, _ in work:
+                        loads[index] = assemble(
+                            *self._parts[index],
+                            dask_key_name=f"softmax-block-{self._token}-{index}",
+                        )
+            futures = self.client.compute(list(loads.values()))
+            for index, future in zip(loads, futures, strict=True):
                 self._held[index] = future
             self._placement_stale = True
         keep = set(wanted)
