@@ -289,3 +289,28 @@ def test_big_evaluations_go_unpacked_to_a_thread_with_the_same_bits(problem, mon
             unpacked = engine.sums(params)  # "big": Dask's serialization, in the actor thread
             assert engine.n_round_trips == trips + 1  # answered by the servers, not tasks
     assert _same_sums(unpacked, packed)
+
+
+def test_block_server_messages_round_trip_without_pickle():
+    from dsoftmax.engine import Share, decode_reply, decode_request, encode_reply, encode_request
+    from dsoftmax.objective import BlockMetrics
+
+    params = Params(np.arange(6, dtype=np.float32).reshape(2, 3), None)
+    share = Share([0, 3], [None, np.array([1, 4], dtype=np.int64)], 5)
+    kind, keys, got, got_share, weights = decode_request(
+        encode_request("sums", ["softmax-block-x-0"], params, share, np.array([1.0, 2.0]))
+    )
+    assert (kind, keys, got_share.positions, got_share.n_parts) == (
+        "sums",
+        ["softmax-block-x-0"],
+        [0, 3],
+        5,
+    )
+    assert got.intercept is None and got.coef.dtype == np.float32
+    assert np.array_equal(got.coef, params.coef) and got_share.rows[0] is None
+    assert np.array_equal(got_share.rows[1], [1, 4]) and np.array_equal(weights, [1.0, 2.0])
+    sums = block_sums(params, np.ones((2, 3), np.float32), np.array([0, 1]))
+    ((node, back),) = decode_reply(encode_reply([((1, 2), sums)]), "sums")
+    assert node == (1, 2) and _same_sums(back, sums)
+    ((_, metrics),) = decode_reply(encode_reply([((0, 0), BlockMetrics(1.5, 2.0, 3.0))]), "metrics")
+    assert metrics == BlockMetrics(1.5, 2.0, 3.0)
