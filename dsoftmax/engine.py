@@ -624,7 +624,7 @@ class DaskEngine:
             self._submit_servers(self._worker_addresses())
         logger.info(
             "dsoftmax: %s of rows in %d blocks, %s",
-            _format_bytes(sum(self._block_bytes)),
+            dask.utils.format_bytes(sum(self._block_bytes)),
             len(self.chunk_rows),
             "held in worker memory"
             if self.hold == "memory"
@@ -1100,10 +1100,6 @@ def _window_blocks(block_bytes: list[int], memory_limit: int | None) -> int:
     if memory_limit is None or not block_bytes:
         return max(floor, len(block_bytes))
     return max(floor, int(STREAM_WINDOW_SHARE * memory_limit // max(1, max(block_bytes))))
-
-
-def _format_bytes(count: int) -> str:
-    return dask.utils.format_bytes(count)
 
 
 def _block_index_of(key: Any, block_keys: dict) -> int | None:

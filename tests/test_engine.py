@@ -36,14 +36,14 @@ def problem():
     return X, y, weights, params
 
 
-def _cluster(n_workers: int) -> LocalCluster:
+def _cluster(n_workers: int, memory_limit: str = "1GiB") -> LocalCluster:
     return LocalCluster(
         n_workers=n_workers,
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
         dashboard_address=None,
-        memory_limit="1GiB",
+        memory_limit=memory_limit,
     )
 
 
@@ -236,14 +236,7 @@ def test_auto_streams_a_dataset_larger_than_the_workers_memory():
     big_X = da.zeros((400_000, 128), chunks=(25_000, -1))
     big_y = da.zeros(400_000, dtype=np.int64, chunks=25_000)
     with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            memory_limit="300MiB",
-        ) as cluster,
+        _cluster(2, memory_limit="300MiB") as cluster,
         Client(cluster) as small_client,
         DaskEngine(small_client, big_X, big_y) as engine,
     ):
