@@ -61,6 +61,7 @@ from .objective import (
     block_sums,
     sum_blocks,
     sum_metrics,
+    work_array,
 )
 from .sampling import RowBatch, block_starts, full_batch
 
@@ -208,11 +209,32 @@ def row_weights(
     return weights if sample_weight is None else weights * sample_weight
 
 
+#: Largest row gather of a minibatch kept in a reused work array per thread (larger ones are
+#: rare: a batch that takes most of a block).
+GATHER_WORK_BYTES = 16 * 1024 * 1024
+
+
 def _select_rows(block: Block, rows: np.ndarray | None) -> Block:
+    """The selected rows of a block; X's rows land in this thread's work array, valid until the
+    next selection (the block's sums are computed before it)."""
     if rows is None:
         return block
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(block.X)):
+        raise IndexError(f"row indices outside a block of {len(block.X)} rows")
     weights = None if block.sample_weight is None else block.sample_weight[rows]
-    return Block(block.X[rows], block.labels[rows], weights)
+    shape = (len(rows), *block.X.shape[1:])
+    if np.prod(shape) * block.X.dtype.itemsize <= GATHER_WORK_BYTES:
+        # mode="clip" (the bounds are checked above): "raise" gathers through a fresh buffer.
+        X = np.take(
+            block.X,
+            rows,
+            axis=0,
+            out=work_array("selected_rows", shape, block.X.dtype),
+            mode="clip",
+        )
+    else:
+        X = block.X[rows]
+    return Block(X, block.labels[rows], weights)
 
 
 def softmax_block_sums(
@@ -234,8 +256,17 @@ def softmax_block_metrics(
 
 
 def assemble_block(X: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None) -> Block:
-    """Load task: one chunk of every row array, as one object kept in worker memory."""
-    return Block(np.ascontiguousarray(X), np.asarray(labels), sample_weight)
+    """Load task: one chunk of every row array, as one object kept in worker memory.
+
+    Each array is made C-contiguous and aligned: a chunk that came from another worker can be
+    a view at an odd offset into the message it arrived in, and NumPy works on misaligned
+    data through temporary copies (measured: a 512-row gather 8 ms instead of 0.02 ms).
+    """
+    return Block(_aligned(X), _aligned(labels), _aligned(sample_weight))
+
+
+def _aligned(array: np.ndarray | None) -> np.ndarray | None:
+    return None if array is None else np.require(array, requirements=["C", "A"])
 
 
 def compute_block_stats(block: Block, n_classes: int, block_index: int, row_start: int) -> Any:

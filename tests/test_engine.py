@@ -12,9 +12,11 @@ from dsoftmax.engine import (
     DaskEngine,
     LocalEngine,
     _resolve_hold,
+    assemble_block,
     node_value,
     owned_nodes,
     reduce_owned,
+    softmax_block_sums,
     tree_reduce,
     tree_root,
 )
@@ -307,3 +309,40 @@ def test_block_server_messages_round_trip_without_pickle():
     assert node == (1, 2) and _same_sums(back, sums)
     ((_, metrics),) = decode_reply(encode_reply([((0, 0), BlockMetrics(1.5, 2.0, 3.0))]), "metrics")
     assert metrics == BlockMetrics(1.5, 2.0, 3.0)
+
+
+def _misaligned(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` one byte into a buffer, as a chunk can arrive from another worker."""
+    buffer = np.empty(array.nbytes + 1, dtype=np.uint8)
+    view = np.frombuffer(buffer.data, dtype=array.dtype, count=array.size, offset=1)
+    view = view.reshape(array.shape)
+    view[...] = array
+    return view
+
+
+def test_assemble_block_aligns_chunks_that_arrive_misaligned():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    weights = rng.random(40)
+    block = assemble_block(_misaligned(X), _misaligned(y), _misaligned(weights))
+    for array, expected in zip(block, (X, y, weights), strict=True):
+        assert array.flags.aligned and array.flags.c_contiguous
+        assert np.array_equal(array, expected)
+    aligned = assemble_block(X, y, None)
+    assert aligned.X is X and aligned.sample_weight is None  # no copy when nothing is wrong
+
+
+def test_selected_rows_equal_fancy_indexing_and_reject_rows_outside_the_block():
+    rng = np.random.default_rng(4)
+    block = assemble_block(rng.normal(size=(100, 5)), rng.integers(0, 3, 100), rng.random(100))
+    params = Params(rng.normal(size=(3, 5)), rng.normal(size=3))
+    for rows in (np.array([3, 7, 7, 99]), np.arange(0, 100, 3), np.array([0])):
+        got = softmax_block_sums(block, params, rows, None)
+        expected = block_sums(params, block.X[rows], block.labels[rows], block.sample_weight[rows])
+        assert got.loss_sum == expected.loss_sum
+        assert np.array_equal(got.grad_coef_sum, expected.grad_coef_sum)
+    with pytest.raises(IndexError, match="outside a block of 100 rows"):
+        softmax_block_sums(block, params, np.array([5, 100]), None)
+    with pytest.raises(IndexError, match="outside a block of 100 rows"):
+        softmax_block_sums(block, params, np.array([-1, 5]), None)
