@@ -54,11 +54,13 @@ from dask.optimization import cull
 from distributed.protocol import to_serialize
 
 from .objective import (
+    SUB_BLOCK_ROWS,
     BlockMetrics,
     BlockSums,
     Params,
     block_metrics,
     block_sums,
+    segment_sums,
     sum_blocks,
     sum_metrics,
     work_array,
@@ -214,27 +216,98 @@ def row_weights(
 GATHER_WORK_BYTES = 16 * 1024 * 1024
 
 
+def _check_rows(rows: np.ndarray, n_rows: int) -> None:
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
+        raise IndexError(f"row indices outside a block of {n_rows} rows")
+
+
+def _take_rows(X: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``X[rows]`` into ``out``; the rows must have been checked (:func:`_check_rows`)."""
+    # mode="clip": "raise" gathers through a fresh buffer, which costs more than the gather.
+    return np.take(X, rows, axis=0, out=out, mode="clip")
+
+
 def _select_rows(block: Block, rows: np.ndarray | None) -> Block:
     """The selected rows of a block; X's rows land in this thread's work array, valid until the
     next selection (the block's sums are computed before it)."""
     if rows is None:
         return block
-    if len(rows) and (rows.min() < 0 or rows.max() >= len(block.X)):
-        raise IndexError(f"row indices outside a block of {len(block.X)} rows")
+    _check_rows(rows, len(block.X))
     weights = None if block.sample_weight is None else block.sample_weight[rows]
     shape = (len(rows), *block.X.shape[1:])
     if np.prod(shape) * block.X.dtype.itemsize <= GATHER_WORK_BYTES:
-        # mode="clip" (the bounds are checked above): "raise" gathers through a fresh buffer.
-        X = np.take(
-            block.X,
-            rows,
-            axis=0,
-            out=work_array("selected_rows", shape, block.X.dtype),
-            mode="clip",
-        )
+        X = _take_rows(block.X, rows, work_array("selected_rows", shape, block.X.dtype))
     else:
         X = block.X[rows]
     return Block(X, block.labels[rows], weights)
+
+
+def evaluate_blocks(
+    kind: str,
+    blocks: Sequence[Block],
+    params: Params,
+    selections: Sequence[np.ndarray | None],
+    class_weight: np.ndarray | None,
+) -> list[Any]:
+    """Per block, the sums (``kind="sums"``) or metrics of its selected rows (all rows where the
+    selection is None).
+
+    Minibatch sums gather the selected rows of all the blocks into one array and evaluate them
+    in one pass (:func:`dsoftmax.objective.segment_sums`): a few NumPy calls instead of a few
+    dozen per block (measured: 8 blocks × ~500 rows, 3.5 → 1.5 ms). Each block's sums are
+    the same bits either way, so results do not depend on which blocks a worker holds.
+    """
+    if kind == "sums" and _gather_together(blocks, selections):
+        return _gathered_sums(blocks, params, selections, class_weight)
+    evaluate_block = BLOCK_FUNCTIONS[kind]
+    return [
+        evaluate_block(block, params, rows, class_weight)
+        for block, rows in zip(blocks, selections, strict=True)
+    ]
+
+
+def _gather_together(
+    blocks: Sequence[Block], selections: Sequence[np.ndarray | None]
+) -> bool:
+    """Whether the selections are small enough to gather into one work array (one segment
+    per block, each no longer than a sub-block of :func:`dsoftmax.objective.block_sums`)."""
+    if len(blocks) < 2 or any(rows is None or len(rows) > SUB_BLOCK_ROWS for rows in selections):
+        return False
+    first = blocks[0]
+    if any(
+        block.X.dtype != first.X.dtype or block.labels.ndim != first.labels.ndim
+        for block in blocks
+    ):
+        return False
+    n_rows = sum(len(rows) for rows in selections)
+    return n_rows * first.X[0].nbytes <= GATHER_WORK_BYTES
+
+
+def _gathered_sums(
+    blocks: Sequence[Block],
+    params: Params,
+    selections: Sequence[np.ndarray],
+    class_weight: np.ndarray | None,
+) -> list[BlockSums]:
+    bounds = np.concatenate([[0], np.cumsum([len(rows) for rows in selections])])
+    first = blocks[0].X
+    X = work_array("selected_rows", (int(bounds[-1]), *first.shape[1:]), first.dtype)
+    labels, weights = [], []
+    for block, rows, start, stop in zip(
+        blocks, selections, bounds[:-1], bounds[1:], strict=True
+    ):
+        _check_rows(rows, len(block.X))
+        _take_rows(block.X, rows, X[start:stop])
+        labels.append(block.labels[rows])
+        sample_weight = None if block.sample_weight is None else block.sample_weight[rows]
+        weights.append(row_weights(labels[-1], sample_weight, class_weight))
+    return segment_sums(
+        params,
+        X,
+        np.concatenate(labels),
+        bounds,
+        None if weights[0] is None else np.concatenate(weights),
+    )
 
 
 def softmax_block_sums(
@@ -315,10 +388,9 @@ class LocalEngine:
 
     def sums(self, params: Params, batch: RowBatch | None = None) -> BlockSums:
         batch = batch or full_batch(self.chunk_rows)
-        parts = [
-            softmax_block_sums(self.blocks[index], params, rows, self.class_weight)
-            for index, rows in batch.blocks
-        ]
+        blocks = [self.blocks[index] for index, _ in batch.blocks]
+        selections = [rows for _, rows in batch.blocks]
+        parts = evaluate_blocks("sums", blocks, params, selections, self.class_weight)
         return tree_reduce(parts, sum_blocks)
 
     def metrics(self, params: Params, batch: RowBatch | None = None) -> BlockMetrics:
@@ -1035,11 +1107,8 @@ def evaluate_share(
 ) -> list[tuple[Node, Any]]:
     """Evaluate the blocks of a share and add up, on the worker, the largest subtrees of the
     reduce they make: the client receives a few sums instead of one per block."""
-    evaluate_block = BLOCK_FUNCTIONS[kind]
-    parts = {
-        position: evaluate_block(block, params, selected, class_weight)
-        for block, position, selected in zip(blocks, share.positions, share.rows, strict=True)
-    }
+    values = evaluate_blocks(kind, blocks, params, share.rows, class_weight)
+    parts = dict(zip(share.positions, values, strict=True))
     return reduce_owned(parts, share.n_parts, ADDERS[kind])
 
 

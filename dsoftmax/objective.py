@@ -36,6 +36,7 @@ speed); every accumulator returned (:class:`BlockSums`) is float64.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import NamedTuple
 
@@ -55,6 +56,7 @@ __all__ = [
     "l2_from_spark_reg_param",
     "log_softmax",
     "loss_and_grad",
+    "segment_sums",
     "softmax",
     "sum_blocks",
     "sum_metrics",
@@ -157,26 +159,35 @@ def decision_function(params: Params, X: np.ndarray) -> np.ndarray:
 LOGIT_CLASS_MULTIPLE = 16
 
 
-def _class_major_logits(params: Params, X: np.ndarray, *, scratch: bool = False) -> np.ndarray:
+def _class_major_logits(
+    params: Params, X: np.ndarray, *, scratch: bool = False, bounds: np.ndarray | None = None
+) -> np.ndarray:
     """Logits laid out as ``W Xᵀ + b`` (n_classes, rows): the softmax then reduces over
     contiguous rows of length ``rows`` instead of over tiny rows of length n_classes.
 
     With ``scratch=True`` the result lives in this thread's work arrays (see
-    :func:`_scratch_array`): valid until the next call, for callers that consume it at once.
+    :func:`work_array`): valid until the next call, for callers that consume it at once.
+    With ``bounds``, the product runs segment by segment (``X[bounds[j]:bounds[j + 1]]``),
+    so that each segment's logits are those of the segment on its own, bit for bit.
     """
     n_classes, n_rows = params.coef.shape[0], X.shape[0]
     padded = np.zeros(
         (-(-n_classes // LOGIT_CLASS_MULTIPLE) * LOGIT_CLASS_MULTIPLE, X.shape[1]), dtype=X.dtype
     )
     padded[:n_classes] = params.coef
+    shape = (n_rows, padded.shape[0])
     if scratch and n_rows * padded.shape[0] * X.dtype.itemsize <= SCRATCH_BYTES:
-        row_major = np.matmul(
-            X, padded.T, out=work_array("row_major_logits", (n_rows, padded.shape[0]), X.dtype)
-        )
+        row_major = work_array("row_major_logits", shape, X.dtype)
         logits = work_array("logits", (n_classes, n_rows), X.dtype)
-        np.copyto(logits, row_major[:, :n_classes].T)
     else:
-        logits = np.ascontiguousarray((X @ padded.T)[:, :n_classes].T)
+        row_major = np.empty(shape, dtype=X.dtype)
+        logits = np.empty((n_classes, n_rows), dtype=X.dtype)
+    if bounds is None:
+        np.matmul(X, padded.T, out=row_major)
+    else:
+        for start, stop in itertools.pairwise(bounds):
+            np.matmul(X[start:stop], padded.T, out=row_major[start:stop])
+    np.copyto(logits, row_major[:, :n_classes].T)
     if params.intercept is not None:
         logits += np.asarray(params.intercept, dtype=X.dtype)[:, None]
     return logits
@@ -238,16 +249,35 @@ def _labels_kind(labels: np.ndarray, n_classes: int, n_rows: int) -> str:
     )
 
 
-def _sub_block_sums(
+def _segment_sums(
     params: Params,
     X: np.ndarray,
     labels: np.ndarray,
     kind: str,
     sample_weight: np.ndarray | None,
-) -> BlockSums:
-    """Sums for one sub-block; everything (n_classes, rows) is class-major."""
+    bounds: np.ndarray,
+) -> list[BlockSums]:
+    """Sums for each segment ``[bounds[j], bounds[j + 1])`` of one sub-block's rows.
+
+    Everything (n_classes, rows) is class-major. The row-wise work runs once over all the
+    segments (few NumPy calls for many small segments); the products and sums that reduce over
+    rows run per segment, so each segment's sums are those of the segment alone, bit for bit.
+    """
     n_rows = X.shape[0]
-    shifted = _class_major_logits(params, X, scratch=True)
+    if n_rows == 1:
+        # NumPy adds the classes of a lone row pairwise, but those of a row among others in
+        # order: a zero row beside it gives every row the same rounding, wherever it lies.
+        weights = None if sample_weight is None else np.append(sample_weight, 0)
+        padded = _segment_sums(
+            params,
+            np.concatenate([X, np.zeros_like(X)]),
+            np.concatenate([labels, np.zeros_like(labels)]),
+            kind,
+            weights,
+            np.append(bounds, 2),
+        )
+        return padded[:-1]
+    shifted = _class_major_logits(params, X, scratch=True, bounds=bounds)
     shifted -= shifted.max(axis=0)
     if kind == "ids":
         # Flat indexing picks Φ_{y_i, i} without building a one-hot matrix.
@@ -271,12 +301,29 @@ def _sub_block_sums(
         probs *= target_sum
         probs -= target_rows
     residual = probs  # T_b transposed: (n_classes, rows)
+    if sample_weight is not None:
+        residual *= sample_weight.astype(X.dtype, copy=False)
+    if len(bounds) == 2:
+        return [_reduce_rows(residual, row_loss, X, sample_weight)]
+    return [
+        _reduce_rows(
+            np.ascontiguousarray(residual[:, start:stop]),
+            row_loss[start:stop],
+            X[start:stop],
+            None if sample_weight is None else sample_weight[start:stop],
+        )
+        for start, stop in itertools.pairwise(bounds)
+    ]
+
+
+def _reduce_rows(
+    residual: np.ndarray, row_loss: np.ndarray, X: np.ndarray, sample_weight: np.ndarray | None
+) -> BlockSums:
+    """A segment's sums from its class-major residual and per-row losses."""
     if sample_weight is None:
-        weight_sum = float(n_rows)
+        weight_sum = float(X.shape[0])
         loss_sum = float(np.sum(row_loss, dtype=np.float64))
     else:
-        weights = sample_weight.astype(X.dtype, copy=False)
-        residual *= weights
         weight_sum = float(np.sum(sample_weight, dtype=np.float64))
         loss_sum = float(np.dot(row_loss.astype(np.float64), sample_weight.astype(np.float64)))
     return BlockSums(
@@ -330,8 +377,51 @@ def block_sums(
     for start in range(0, X.shape[0], sub_block_rows):
         rows = slice(start, start + sub_block_rows)
         weights = None if sample_weight is None else sample_weight[rows]
-        total = add_sums(total, _sub_block_sums(params, X[rows], labels[rows], kind, weights))
+        sub_block = X[rows]
+        whole = np.array([0, sub_block.shape[0]])
+        (sums,) = _segment_sums(params, sub_block, labels[rows], kind, weights, whole)
+        total = add_sums(total, sums)
     return total
+
+
+def segment_sums(
+    params: Params,
+    X: np.ndarray,
+    labels: np.ndarray,
+    bounds: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+) -> list[BlockSums]:
+    """Loss and gradient sums of each segment of rows, in one pass over all of them.
+
+    For many small blocks at once (a minibatch gathered from several blocks): the row-wise work
+    runs once, with far fewer NumPy calls than one :func:`block_sums` per segment.
+
+    Parameters
+    ----------
+    params : Params
+    X : ndarray of shape (n_rows, n_features)
+    labels : ndarray of shape (n_rows,) or (n_rows, n_classes)
+    bounds : ndarray of int, shape (n_segments + 1,)
+        Non-decreasing, from 0 to ``n_rows``: segment ``j`` is rows
+        ``bounds[j]:bounds[j + 1]``.
+    sample_weight : ndarray of shape (n_rows,), optional
+
+    Returns
+    -------
+    list of BlockSums
+        One per segment; each equals ``block_sums`` of that segment alone bit for bit when
+        the segment has at most :data:`SUB_BLOCK_ROWS` rows (a longer one would be split
+        there).
+    """
+    bounds = np.asarray(bounds, dtype=np.intp)
+    if bounds.ndim != 1 or len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != X.shape[0]:
+        raise ValueError(
+            f"bounds must run from 0 to the {X.shape[0]} rows of X, got {bounds.tolist()}."
+        )
+    if np.any(np.diff(bounds) < 0):
+        raise ValueError(f"bounds must be non-decreasing, got {bounds.tolist()}.")
+    kind = _labels_kind(labels, params.coef.shape[0], X.shape[0])
+    return _segment_sums(params, X, labels, kind, sample_weight, bounds)
 
 
 def empty_sums(n_classes: int, n_features: int) -> BlockSums:

@@ -13,6 +13,7 @@ from dsoftmax.engine import (
     LocalEngine,
     _resolve_hold,
     assemble_block,
+    evaluate_blocks,
     node_value,
     owned_nodes,
     reduce_owned,
@@ -346,3 +347,34 @@ def test_selected_rows_equal_fancy_indexing_and_reject_rows_outside_the_block():
         softmax_block_sums(block, params, np.array([5, 100]), None)
     with pytest.raises(IndexError, match="outside a block of 100 rows"):
         softmax_block_sums(block, params, np.array([-1, 5]), None)
+
+
+@pytest.mark.parametrize("labels_kind", ["ids", "rows"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_minibatch_sums_gathered_across_blocks_equal_per_block_sums(labels_kind, weighted):
+    rng = np.random.default_rng(5)
+    n_classes = 4
+    blocks = []
+    for n_rows in (300, 120, 300, 7):
+        ids = rng.integers(0, n_classes, n_rows)
+        labels = ids if labels_kind == "ids" else np.eye(n_classes)[ids]
+        weights = rng.random(n_rows) if weighted else None
+        blocks.append(
+            assemble_block(rng.normal(size=(n_rows, 6)).astype(np.float32), labels, weights)
+        )
+    params = Params(rng.normal(size=(n_classes, 6)), rng.normal(size=n_classes))
+    class_weight = rng.random(n_classes) + 0.5 if weighted else None
+    selections = [
+        np.array([4, 9, 9, 250]),
+        np.array([], dtype=np.int64),
+        np.array([17]),
+        np.arange(7),
+    ]
+    together = evaluate_blocks("sums", blocks, params, selections, class_weight)
+    for block, rows, got in zip(blocks, selections, together, strict=True):
+        alone = softmax_block_sums(block, params, rows, class_weight)
+        assert got.loss_sum == alone.loss_sum and got.weight_sum == alone.weight_sum
+        assert np.array_equal(got.grad_coef_sum, alone.grad_coef_sum)
+        assert np.array_equal(got.grad_intercept_sum, alone.grad_intercept_sum)
+    with pytest.raises(IndexError, match="outside a block of 7 rows"):
+        evaluate_blocks("sums", blocks, params, [*selections[:3], np.array([7])], None)

@@ -28,6 +28,7 @@ from dsoftmax.objective import (
     l2_from_spark_reg_param,
     log_softmax,
     loss_and_grad,
+    segment_sums,
     softmax,
     sum_blocks,
 )
@@ -484,3 +485,45 @@ def test_reused_work_arrays_give_the_same_bits_as_fresh_ones(monkeypatch):
         assert a.loss_sum == b.loss_sum
         assert np.array_equal(a.grad_coef_sum, b.grad_coef_sum)
         assert np.array_equal(a.grad_intercept_sum, b.grad_intercept_sum)
+
+
+@pytest.mark.parametrize("kind", LABEL_KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_segment_sums_equal_block_sums_of_each_segment_bit_for_bit(kind, dtype, weighted):
+    rng = np.random.default_rng(21)
+    n_classes, n_features = 10, 33
+    # Empty, single-row and odd-sized segments, as a minibatch spread over blocks gives.
+    sizes = [517, 0, 1, 64, 3, 1000, 250]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    X = rng.normal(size=(bounds[-1], n_features)).astype(dtype)
+    labels = make_labels(rng, kind, bounds[-1], n_classes)
+    weights = rng.random(bounds[-1]) if weighted else None
+    params = Params(rng.normal(size=(n_classes, n_features)), rng.normal(size=n_classes))
+    together = segment_sums(params, X, labels, bounds, weights)
+    assert len(together) == len(sizes)
+    for (start, stop), got in zip(itertools.pairwise(bounds), together, strict=True):
+        alone = block_sums(
+            params,
+            X[start:stop],
+            labels[start:stop],
+            None if weights is None else weights[start:stop],
+        )
+        assert got.loss_sum == alone.loss_sum
+        assert got.weight_sum == alone.weight_sum
+        assert np.array_equal(got.grad_coef_sum, alone.grad_coef_sum)
+        assert np.array_equal(got.grad_intercept_sum, alone.grad_intercept_sum)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "message"),
+    [
+        ([0, 5], "from 0 to the 6 rows"),
+        ([1, 6], "from 0 to the 6 rows"),
+        ([0, 4, 2, 6], "non-decreasing"),
+    ],
+)
+def test_segment_sums_reject_bounds_that_do_not_cover_the_rows(bounds, message):
+    params = Params(np.zeros((3, 2)), None)
+    with pytest.raises(ValueError, match=message):
+        segment_sums(params, np.ones((6, 2)), np.zeros(6, dtype=int), bounds)
