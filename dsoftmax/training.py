@@ -79,8 +79,9 @@ class TrainingState:
     """Where a fit stands: what a checkpoint stores and a resumed fit starts from.
 
     ``step`` counts optimizer steps (minibatch) or iterations (L-BFGS); ``epoch`` and
-    ``batches_done`` are the minibatch sampler's position; the sums and curves let a resumed run
-    report the same curves as an uninterrupted one.
+    ``batches_done`` are the minibatch sampler's position and ``sampling_group`` its block
+    grouping (0: none; None: not recorded); the sums and curves let a resumed run report the
+    same curves as an uninterrupted one.
     """
 
     params: Params
@@ -92,6 +93,7 @@ class TrainingState:
     loss_curve: list[float] = field(default_factory=list)
     validation_curve: list[dict[str, float]] = field(default_factory=list)
     stopper: dict[str, float] = field(default_factory=dict)
+    sampling_group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -220,11 +222,12 @@ def _train_minibatch(
     checkpoint: CheckpointHook | None,
 ) -> TrainResult:
     train_rows, validation = _validation_split(engine, config)
+    state.sampling_group = _sampling_group(engine, state)
     sampler = EpochSampler(
         train_rows,
         config.batch_size,
         config.random_state,
-        group_blocks=engine.sampling_group,
+        group_blocks=state.sampling_group or None,
     )
     schedule = _make_schedule(config, total_steps=config.max_iter * sampler.n_batches)
     optimizer = _make_optimizer(config, schedule)
@@ -260,6 +263,26 @@ def _train_minibatch(
         validation_curve=state.validation_curve,
         optimizer_state=state.optimizer_state,
     )
+
+
+def _sampling_group(engine: Engine, state: TrainingState) -> int:
+    """The block grouping of the minibatch order: the one a resumed fit recorded, so that it
+    goes on with the same batches, unless this engine streams its data and the recorded order
+    is ungrouped (every step would then read every block from the store)."""
+    wanted = engine.sampling_group or 0
+    recorded = state.sampling_group
+    if recorded is None or recorded == wanted:
+        return wanted
+    if recorded == 0:
+        logger.warning(
+            "dsoftmax: the checkpointed fit drew minibatches from all blocks, but this engine "
+            "streams its data (hold_data=%r); from here on batches come from groups of %d "
+            "blocks, so the fit continues with another batch order than the interrupted one",
+            getattr(engine, "hold", "stream"),
+            wanted,
+        )
+        return wanted
+    return recorded
 
 
 def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:

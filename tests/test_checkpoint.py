@@ -378,3 +378,50 @@ def test_a_block_that_kills_every_worker_is_named_and_checkpoints_survive(tmp_pa
         assert fired
     newest = CheckpointManager(checkpoints).latest()
     assert newest.state.epoch == 1 and np.isfinite(newest.state.params.coef).all()
+
+
+def _grouped_sgd_run(engine, config, resume=None):
+    """A minibatch fit on ``engine``; the states saved at the end of each epoch."""
+    import copy
+
+    from dsoftmax.objective import Params
+    from dsoftmax.training import CheckpointHook, train
+
+    saved = []
+    hook = CheckpointHook(lambda state: saved.append(copy.deepcopy(state)))
+    n_classes = 4
+    start = Params(np.zeros((n_classes, engine.blocks[0].X.shape[1])), np.zeros(n_classes))
+    return train(engine, start, config, resume=resume, checkpoint=hook), saved
+
+
+def test_resume_keeps_the_recorded_batch_grouping_of_a_streamed_fit(tmp_path, data, caplog):
+    from dsoftmax.checkpoint import Checkpoint
+    from dsoftmax.engine import LocalEngine
+    from dsoftmax.training import TrainConfig
+
+    X, y = data
+    config = TrainConfig(solver="sgd", l2=1e-3, max_iter=3, batch_size=64, learning_rate=0.05,
+                         random_state=0)  # fmt: skip
+    streamed = LocalEngine(X, y, chunk_rows=300)
+    streamed.sampling_group = 2  # what a streaming DaskEngine asks for
+    reference, saved = _grouped_sgd_run(streamed, config)
+    assert [state.sampling_group for state in saved] == [2, 2, 2]
+
+    # Through a checkpoint file, then on an engine that holds everything in memory.
+    manager = CheckpointManager(str(tmp_path / "ckpt"))
+    description = {"n_classes": 4, "n_features": X.shape[1]}
+    manager.save(Checkpoint(saved[0], {}, description))
+    after_first_epoch = manager.latest().state
+    assert after_first_epoch.sampling_group == 2
+    in_memory = LocalEngine(X, y, chunk_rows=300)
+    resumed, _ = _grouped_sgd_run(in_memory, config, resume=after_first_epoch)
+    np.testing.assert_array_equal(resumed.params.coef, reference.params.coef)
+    assert resumed.loss_curve == reference.loss_curve
+
+    # An ungrouped fit resumed on a streaming engine: grouped from then on, and said so.
+    ungrouped, saved = _grouped_sgd_run(LocalEngine(X, y, chunk_rows=300), config)
+    assert saved[0].sampling_group == 0
+    with caplog.at_level(logging.WARNING, logger="dsoftmax"):
+        regrouped, _ = _grouped_sgd_run(streamed, config, resume=saved[0])
+    assert "continues with another batch order" in caplog.text
+    assert not np.array_equal(regrouped.params.coef, ungrouped.params.coef)
