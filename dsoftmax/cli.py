@@ -42,6 +42,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{PROG}: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
+#: Help texts shared by several options (argparse fills in %(default)s).
+_DEFAULT = "default %(default)s"
+_CHUNK_ROWS = "rows per Zarr chunk, the unit of work (default %(default)s)"
+_CODEC = "compression of the chunks (default %(default)s; none reads fastest, zstd is smallest)"
+
+
 def _one_line(text: str) -> str:
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
@@ -141,13 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     make = commands.add_parser("make-data", help="write a synthetic teacher dataset to Zarr")
     make.add_argument("out", help="output Zarr path or URL")
-    make.add_argument("--n-samples", type=_positive_int, default=100_000)
-    make.add_argument("--n-features", type=_positive_int, default=32)
-    make.add_argument("--n-classes", type=_at_least_two, default=10)
-    make.add_argument("--chunk-rows", type=_positive_int, default=65536)
-    make.add_argument("--seed", type=_non_negative_int, default=0)
-    make.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    make.add_argument("--codec", choices=("zstd", "lz4", "none"), default="zstd")
+    make.add_argument("--n-samples", type=_positive_int, default=100_000, help=_DEFAULT)
+    make.add_argument("--n-features", type=_positive_int, default=32, help=_DEFAULT)
+    make.add_argument("--n-classes", type=_at_least_two, default=10, help=_DEFAULT)
+    make.add_argument("--chunk-rows", type=_positive_int, default=65536, help=_CHUNK_ROWS)
+    make.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of the data (default 0)"
+    )
+    make.add_argument("--dtype", choices=("float32", "float64"), default="float32", help=_DEFAULT)
+    make.add_argument("--codec", choices=("zstd", "lz4", "none"), default="zstd", help=_CODEC)
     make.add_argument("--overwrite", action="store_true", help="replace an existing store")
     _add_common_options(make, computes=True)
 
@@ -215,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="feature dtype of Parquet, CSV and svmlight sources (default: float32 for svmlight "
         "and all-float32 Parquet features, else float64)",
     )
-    convert.add_argument("--chunk-rows", type=_positive_int, default=65536)
-    convert.add_argument("--codec", choices=("zstd", "lz4", "none"), default="zstd")
+    convert.add_argument("--chunk-rows", type=_positive_int, default=65536, help=_CHUNK_ROWS)
+    convert.add_argument("--codec", choices=("zstd", "lz4", "none"), default="zstd", help=_CODEC)
     convert.add_argument("--overwrite", action="store_true", help="replace an existing store")
     _add_common_options(convert, computes=False)
 
@@ -225,7 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--model", required=True, help="where to save the fitted model (replaces a model there)"
     )
-    train.add_argument("--solver", choices=("lbfgs", "sgd", "adam"), default="lbfgs")
+    train.add_argument(
+        "--solver",
+        choices=("lbfgs", "sgd", "adam"),
+        default="lbfgs",
+        help="lbfgs: full-batch, to the optimum; sgd/adam: minibatch epochs (default lbfgs)",
+    )
     train.add_argument(
         "--l2", type=_non_negative_float, default=1e-4, help="λ in λ‖W‖² (default 1e-4)"
     )
@@ -233,14 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--batch-size", type=_positive_int, default=8192, help="rows per minibatch (sgd, adam)"
     )
-    train.add_argument("--learning-rate", type=_positive_float, default=0.01)
+    train.add_argument(
+        "--learning-rate", type=_positive_float, default=0.01, help="sgd/adam; " + _DEFAULT
+    )
     train.add_argument(
         "--lr-schedule",
         default="constant",
         choices=("constant", "inverse_scaling", "step_decay", "cosine"),
+        help="sgd/adam; " + _DEFAULT,
     )
     train.add_argument("--momentum", type=_momentum, default=0.9, help="in [0, 1) (sgd)")
-    train.add_argument("--nesterov", action="store_true")
+    train.add_argument("--nesterov", action="store_true", help="Nesterov momentum (sgd)")
     train.add_argument(
         "--max-iter", type=_positive_int, default=100, help="L-BFGS iterations or sgd/adam epochs"
     )
@@ -248,15 +264,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--tol",
         type=_non_negative_float,
         default=1e-4,
-        help="L-BFGS: gradient tolerance; sgd/adam: relative loss improvement",
+        help="L-BFGS: gradient tolerance; sgd/adam: stop when the loss has not fallen by this"
+        " much (absolute) for 5 epochs (default 1e-4)",
     )
     train.add_argument(
         "--early-stopping",
         action="store_true",
         help="hold out --validation-fraction of the rows and stop on their loss",
     )
-    train.add_argument("--validation-fraction", type=_open_fraction, default=0.1)
-    train.add_argument("--class-weight", choices=("balanced",), default=None)
+    train.add_argument(
+        "--validation-fraction",
+        type=_open_fraction,
+        default=0.1,
+        help="share of rows held out by --early-stopping (default 0.1)",
+    )
+    train.add_argument(
+        "--class-weight",
+        choices=("balanced",),
+        default=None,
+        help="balanced: weigh classes inversely to their frequency (default: equal)",
+    )
     train.add_argument(
         "--hold-data",
         choices=("auto", "memory", "stream"),
@@ -317,9 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="make a dataset, start a local cluster, train and report"
     )
-    demo.add_argument("--n-samples", type=_positive_int, default=200_000)
-    demo.add_argument("--n-features", type=_positive_int, default=32)
-    demo.add_argument("--n-classes", type=_at_least_two, default=10)
+    demo.add_argument("--n-samples", type=_positive_int, default=200_000, help=_DEFAULT)
+    demo.add_argument("--n-features", type=_positive_int, default=32, help=_DEFAULT)
+    demo.add_argument("--n-classes", type=_at_least_two, default=10, help=_DEFAULT)
     demo.add_argument(
         "--workdir", help="where to write the dataset and model (default: a temp dir)"
     )

@@ -141,14 +141,19 @@ def train(
     return _train_minibatch(engine, config, state, start_epoch, checkpoint)
 
 
-def _finite_or_raise(loss: float, grad: Params, where: str, hint: str) -> None:
+def _finite_or_raise(loss: float | None, grad: Params, where: str, hint: str) -> None:
+    """Raise :class:`DivergenceError` unless ``loss`` and ``grad`` are finite; ``loss=None``
+    checks ``grad`` alone (the updated weights)."""
     if (
-        math.isfinite(loss)
+        (loss is None or math.isfinite(loss))
         and np.isfinite(grad.coef).all()
         and (grad.intercept is None or np.isfinite(grad.intercept).all())
     ):
         return
-    raise DivergenceError(f"the loss or gradient is not finite ({loss!r}) at {where}; {hint}")
+    what = "the weights are not finite" if loss is None else (
+        f"the loss or gradient is not finite ({loss!r})"
+    )
+    raise DivergenceError(f"{what} at {where}; {hint}")
 
 
 def _progress(config: TrainConfig, total: int, unit: str, done: int = 0) -> tqdm:
@@ -318,13 +323,15 @@ def _minibatch_step(
         f"epoch {state.epoch + 1}, step {state.step + 1}",
         f"lower the learning rate (now {config.learning_rate}).",
     )
-    updates, new_state = optimizer.update(grads, state.optimizer_state, state.params)
-    new_params = apply_updates(state.params, updates)
+    # An overflow here is reported below, as a DivergenceError naming the step.
+    with np.errstate(over="ignore", invalid="ignore"):
+        updates, new_state = optimizer.update(grads, state.optimizer_state, state.params)
+        new_params = apply_updates(state.params, updates)
     # A step can overflow the weights even from a finite gradient; keep the last good state.
     _finite_or_raise(
-        0.0,
+        None,
         new_params,
-        f"epoch {state.epoch + 1}, step {state.step + 1} (the updated weights)",
+        f"epoch {state.epoch + 1}, step {state.step + 1}, after the update",
         f"lower the learning rate (now {config.learning_rate}).",
     )
     state.params, state.optimizer_state = new_params, new_state

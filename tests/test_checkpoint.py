@@ -261,6 +261,16 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, 
     assert newest is not None and np.isfinite(newest.state.params.coef).all()
 
 
+def test_weights_that_overflow_in_an_update_are_named_as_such(data):
+    X, y = data
+    # From zero the loss and gradient are finite; a step of 1e308 × gradient overflows.
+    model = SoftmaxRegression(solver="sgd", learning_rate=1e308, momentum=0.0, batch_size=64)
+    with pytest.raises(
+        DivergenceError, match=r"the weights are not finite at epoch 1, step 1, after the update"
+    ):
+        model.fit(X * 10, y)
+
+
 @contextlib.contextmanager
 def _two_worker_client():
     """A client of 2 local worker processes (with nannies, which restart killed workers)."""
