@@ -15,9 +15,7 @@ The goal is scikit-learn's objective value ``f_sk``, evaluated with
 :func:`dsoftmax.objective.loss_and_grad` at its ``coef_`` on float64 data; a run reaches it at its
 first evaluation with objective ``<= f_sk·(1 + 1e-6)``, and stops there. Targets: dsoftmax's time
 to the goal is at most 0.5× scipy's and 0.15× scikit-learn's fit (medians); loading the data
-onto the workers takes no longer than one read of the store with Dask on the same cluster. The
-engine keeps each block where it was read (``placement="where-read"``), as
-``SoftmaxRegression(solver="lbfgs")`` does for a model this narrow; its L-BFGS runs use it too.
+onto the workers takes no longer than one read of the store with Dask on the same cluster.
 
 Run ``python -m benchmarks.bench_optimum [--quick]`` from the repository root.
 """
@@ -242,8 +240,7 @@ def _load_engine(client: Any, dataset: Any, params: Params) -> tuple[Any, float]
     from dsoftmax.engine import DaskEngine
 
     started = time.perf_counter()
-    # What SoftmaxRegression(solver="lbfgs") does for a model this narrow.
-    engine = DaskEngine(client, dataset.X, dataset.y, placement="where-read")
+    engine = DaskEngine(client, dataset.X, dataset.y)
     engine.sums(params)  # waits for every block
     return engine, time.perf_counter() - started
 
@@ -350,8 +347,7 @@ def _section(
         [
             [f"read the store once with Dask on the {config.n_workers} workers "
              "(X.sum(), y.sum())", *read.cells(), "1.00"],
-            ["load the blocks onto the workers (engine + first evaluation − one evaluation; "
-             "placement='where-read')",
+            ["load the blocks onto the workers (engine + first evaluation − one evaluation)",
              *load.cells(), f"{load.median / read.median:.2f}"],
         ],
     )  # fmt: skip

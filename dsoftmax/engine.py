@@ -435,18 +435,6 @@ INLINE_PARAMS_BYTES = 256 * 1024
 #: is the working memory of an evaluation and of the worker itself).
 AUTO_MEMORY_SHARE = 0.5
 
-PLACEMENT_CHOICES = ("contiguous", "where-read")
-
-#: Bytes of all the blocks' sums together (one float64 ``BlockSums`` per block) up to which
-#: the estimator keeps blocks where they were read for L-BFGS (see ``DaskEngine(placement=)``).
-WHERE_READ_SUMS_BYTES = 64 * 1024 * 1024
-
-
-def sums_bytes(n_classes: int, n_features: int, n_blocks: int) -> int:
-    """Bytes of one float64 ``BlockSums`` per block (with intercept), all blocks together."""
-    return n_classes * (n_features + 1) * 8 * n_blocks
-
-
 #: In stream mode, minibatches are drawn from groups of this many consecutive blocks of a
 #: shuffled block order (see :class:`dsoftmax.sampling.EpochSampler`): a batch then touches a
 #: few blocks, which the engine holds while the group lasts, instead of every block.
@@ -692,16 +680,6 @@ class DaskEngine:
         blocks of the current sampling group (:attr:`sampling_group`). ``"auto"``: memory when
         the data takes at most :data:`AUTO_MEMORY_SHARE` of the workers' memory limits, else
         stream. The choice made is :attr:`hold`.
-    placement : {"contiguous", "where-read"}, default "contiguous"
-        Where the blocks are kept with ``hold="memory"``. ``"contiguous"``: in runs of
-        consecutive blocks per worker, so that each worker adds up whole subtrees of the reduce
-        and sends a few sums per evaluation; about half the chunks then travel from the worker
-        that read them to the one that keeps them (a load ~1.4× one read of the store on 2
-        local workers). ``"where-read"``: each block stays on the worker that read it, so
-        nothing travels and the load takes about one read; but the workers then send about
-        one sum per block (``n_classes × n_features`` float64 each, all of which the client may
-        hold at once) and an evaluation costs ~1 ms more (measured on 2 local workers): the
-        choice for a narrow model evaluated a few dozen times (L-BFGS).
 
     Notes
     -----
@@ -718,18 +696,12 @@ class DaskEngine:
         *,
         class_weight: np.ndarray | None = None,
         hold: str = "auto",
-        placement: str = "contiguous",
     ) -> None:
         _check_row_chunks(X, labels, sample_weight)
         if hold not in HOLD_CHOICES:
             raise ValueError(
                 f"hold must be one of {HOLD_CHOICES} (keep blocks in worker memory, or stream "
                 f"them from the store), got {hold!r}."
-            )
-        if placement not in PLACEMENT_CHOICES:
-            raise ValueError(
-                f"placement must be one of {PLACEMENT_CHOICES} (blocks in contiguous runs per "
-                f"worker, or where Dask read them), got {placement!r}."
             )
         self.client = client
         self.n_samples = int(X.shape[0])
@@ -747,7 +719,6 @@ class DaskEngine:
         self.hold = _resolve_hold(hold, sum(self._block_bytes), memory_limit)
         self._window = _window_blocks(self._block_bytes, memory_limit)
         self._token = uuid.uuid4().hex[:12]
-        self.placement = placement
         self._held: OrderedDict[int, Any] = OrderedDict()
         self._servers: dict[str, Any] = {}  # worker address → future of its BlockServer
         self._use_servers = True
@@ -831,16 +802,12 @@ class DaskEngine:
             # poisoned block: the scheduler never reschedules a loosely pinned task that found
             # no worker at all (distributed 2026.8, bulk_schedule_unrunnable_after_adding_worker
             # ignores loose restrictions).
-            if self.placement == "contiguous":
-                plan = _contiguous_plan(
-                    [(index, None) for index in missing], self.chunk_rows, self._worker_addresses()
-                )
-            else:  # each block stays where Dask reads its chunk
-                plan = {"": [(position, index, None) for position, index in enumerate(missing)]}
+            plan = _contiguous_plan(
+                [(index, None) for index in missing], self.chunk_rows, self._worker_addresses()
+            )
             loads = {}
             for worker, work in plan.items():
-                pinned = {"workers": [worker], "allow_other_workers": True} if worker else {}
-                with dask.annotate(**pinned):
+                with dask.annotate(workers=[worker] if worker else None, allow_other_workers=True):
                     for _, index, _ in work:
                         loads[index] = assemble(
                             *self._parts[index],

@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import objective
 from .checkpoint import Checkpoint, CheckpointManager, check_resumable
 from .data import Dataset
-from .engine import HOLD_CHOICES, WHERE_READ_SUMS_BYTES, DaskEngine, LocalEngine, sums_bytes
+from .engine import HOLD_CHOICES, DaskEngine, LocalEngine
 from .inputs import PreparedData, prepare_data
 from .modelfile import load_model, save_model
 from .objective import Params
@@ -385,16 +385,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 data.X, data.labels, data.sample_weight, chunk_rows=int(self.chunk_rows)
             )
         X, labels, weights = data.as_dask(_numpy_block_rows(data))
-        # L-BFGS evaluates a few dozen times: a load with no chunk moving between workers
-        # gains more than the ~1 ms an evaluation of scattered blocks costs, while the sums
-        # the client may receive (one per block) stay small.
-        small_sums = sums_bytes(data.n_classes, X.shape[1], len(X.chunks[0]))
-        placement = (
-            "where-read"
-            if self.solver == "lbfgs" and small_sums <= WHERE_READ_SUMS_BYTES
-            else "contiguous"
-        )
-        engine = DaskEngine(client, X, labels, weights, hold=self.hold_data, placement=placement)
+        engine = DaskEngine(client, X, labels, weights, hold=self.hold_data)
         stats = engine.block_stats(data.n_classes)
         from .data import combine_stats
 

@@ -75,12 +75,10 @@ _seen: dict[tuple, tuple] = {}
 @pytest.mark.cluster
 @pytest.mark.parametrize("chunks", [(N_SAMPLES,), UNEVEN_CHUNKS], ids=["1-chunk", "7-uneven"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
-@pytest.mark.parametrize("placement", ["contiguous", "where-read"])
-def test_distributed_gradient_equals_reference(client, problem, chunks, weighted, placement):
+def test_distributed_gradient_equals_reference(client, problem, chunks, weighted):
     X, y, weights, params = problem
     weights = weights if weighted else None
-    inputs = _dask_inputs(X, y, weights, chunks)
-    with DaskEngine(client, *inputs, placement=placement) as engine:
+    with DaskEngine(client, *_dask_inputs(X, y, weights, chunks)) as engine:
         loss, grad = finalize(engine.sums(params), params, L2)
         # The placement look-up, a wait for the block servers unless they started while the
         # blocks loaded, then the evaluation.
@@ -94,20 +92,13 @@ def test_distributed_gradient_equals_reference(client, problem, chunks, weighted
     assert _relative_error(grad.coef, expected.coef) < 1e-10
     assert _relative_error(grad.intercept, expected.intercept) < 1e-10
 
-    # The same bits whatever the worker count and the placement of the blocks.
     key = (chunks, weighted)
     result = (loss, grad.coef.tobytes(), grad.intercept.tobytes())
-    where = (len(client.scheduler_info()["workers"]), placement)
+    n_workers = len(client.scheduler_info()["workers"])
     if key in _seen:
-        assert _seen[key][1] == result, f"differs between {_seen[key][0]} and {where}"
+        assert _seen[key][1] == result, f"differs between {_seen[key][0]} and {n_workers} workers"
     else:
-        _seen[key] = (where, result)
-
-
-def test_engine_refuses_an_unknown_placement(problem):
-    X, y, weights, _ = problem
-    with pytest.raises(ValueError, match="placement must be one of"):
-        DaskEngine(None, *_dask_inputs(X, y, weights, UNEVEN_CHUNKS), placement="random")
+        _seen[key] = (n_workers, result)
 
 
 @pytest.mark.cluster
