@@ -236,6 +236,14 @@ def _read_store(dataset: Any) -> None:
     dask.compute(dataset.X.sum(), dataset.y.sum())
 
 
+def _wait_until_released(client: Any, timeout: float = 30.0) -> None:
+    """Wait until the workers hold no data any more (a closed engine's blocks, their chunks):
+    a timed load must neither overlap their release nor reuse chunks still in memory."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline and any(client.has_what().values()):
+        time.sleep(0.05)
+
+
 def _load_engine(client: Any, dataset: Any, params: Params) -> tuple[Any, float]:
     from dsoftmax.engine import DaskEngine
 
@@ -268,11 +276,12 @@ def run(config: OptimumConfig, workdir: Path) -> Section:
         reads, loads, evaluations = [], [], []
         engine = None
         for _ in range(config.load_repeat):
+            if engine is not None:
+                engine.close()
+                _wait_until_released(client)
             started = time.perf_counter()
             _read_store(dataset)
             reads.append(time.perf_counter() - started)
-            if engine is not None:
-                engine.close()
             engine, load_and_first = _load_engine(client, dataset, zero)
             started = time.perf_counter()
             engine.sums(zero)
