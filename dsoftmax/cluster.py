@@ -309,9 +309,25 @@ def close_local_cluster() -> None:
         _local_client = _local_cluster = None
     # Client first: closing the cluster under a live client makes the client try to reconnect.
     if client is not None:
+        if cluster is not None:
+            _quiet_workers_for_shutdown(client)
         client.close()
     if cluster is not None:
         cluster.close()
+
+
+def _silence_distributed_logs() -> None:
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+
+def _quiet_workers_for_shutdown(client: distributed.Client) -> None:
+    """Silence the Dask logs of the workers of a cluster this process started and is about to
+    close: a worker whose heartbeat is in flight when the scheduler stops logs a traceback to
+    the command's stderr (seen on a loaded machine), though nothing went wrong."""
+    try:
+        client.run(_silence_distributed_logs)
+    except Exception as error:  # the workers may already be gone: nothing to silence
+        logger.debug("could not quiet the workers before closing the cluster: %s", error)
 
 
 def active_client() -> distributed.Client | None:

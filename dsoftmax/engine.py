@@ -282,7 +282,8 @@ def _gather_together(
     ):
         return False
     n_rows = sum(len(rows) for rows in selections)
-    return n_rows * first.X[0].nbytes <= GATHER_WORK_BYTES
+    row_bytes = int(np.prod(first.X.shape[1:])) * first.X.dtype.itemsize
+    return n_rows * row_bytes <= GATHER_WORK_BYTES
 
 
 def _gathered_sums(
