@@ -222,24 +222,36 @@ def _check_rows(rows: np.ndarray, n_rows: int) -> None:
         raise IndexError(f"row indices outside a block of {n_rows} rows")
 
 
-def _take_rows(X: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``X[rows]`` into ``out``; the rows must have been checked (:func:`_check_rows`)."""
-    # mode="clip": "raise" gathers through a fresh buffer, which costs more than the gather.
-    return np.take(X, rows, axis=0, out=out, mode="clip")
+def _fits_work_array(n_rows: int, X: np.ndarray) -> bool:
+    return n_rows * int(np.prod(X.shape[1:])) * X.dtype.itemsize <= GATHER_WORK_BYTES
+
+
+def _gather_rows(
+    blocks: Sequence[Block], selections: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The selected rows of X of each block, one block after another, in this thread's work
+    array (valid until the next gather), and the segment bounds of each block in it."""
+    bounds = np.concatenate([[0], np.cumsum([len(rows) for rows in selections])])
+    first = blocks[0].X
+    X = work_array("selected_rows", (int(bounds[-1]), *first.shape[1:]), first.dtype)
+    for block, rows, start, stop in zip(blocks, selections, bounds[:-1], bounds[1:], strict=True):
+        _check_rows(rows, len(block.X))
+        # mode="clip" (the rows are checked): "raise" gathers through a fresh buffer.
+        np.take(block.X, rows, axis=0, out=X[start:stop], mode="clip")
+    return X, bounds
 
 
 def _select_rows(block: Block, rows: np.ndarray | None) -> Block:
-    """The selected rows of a block; X's rows land in this thread's work array, valid until the
-    next selection (the block's sums are computed before it)."""
+    """The selected rows of a block; X's rows land in this thread's work array when they fit,
+    valid until the next selection (the block's sums are computed before it)."""
     if rows is None:
         return block
-    _check_rows(rows, len(block.X))
-    weights = None if block.sample_weight is None else block.sample_weight[rows]
-    shape = (len(rows), *block.X.shape[1:])
-    if np.prod(shape) * block.X.dtype.itemsize <= GATHER_WORK_BYTES:
-        X = _take_rows(block.X, rows, work_array("selected_rows", shape, block.X.dtype))
+    if _fits_work_array(len(rows), block.X):
+        X, _ = _gather_rows([block], [rows])
     else:
+        _check_rows(rows, len(block.X))
         X = block.X[rows]
+    weights = None if block.sample_weight is None else block.sample_weight[rows]
     return Block(X, block.labels[rows], weights)
 
 
@@ -268,22 +280,12 @@ def evaluate_blocks(
     ]
 
 
-def _gather_together(
-    blocks: Sequence[Block], selections: Sequence[np.ndarray | None]
-) -> bool:
-    """Whether the selections are small enough to gather into one work array (one segment
-    per block, each no longer than a sub-block of :func:`dsoftmax.objective.block_sums`)."""
+def _gather_together(blocks: Sequence[Block], selections: Sequence[np.ndarray | None]) -> bool:
+    """Whether the selections of several blocks fit one work array, each no longer than a
+    sub-block of :func:`dsoftmax.objective.block_sums` (one segment per block)."""
     if len(blocks) < 2 or any(rows is None or len(rows) > SUB_BLOCK_ROWS for rows in selections):
         return False
-    first = blocks[0]
-    if any(
-        block.X.dtype != first.X.dtype or block.labels.ndim != first.labels.ndim
-        for block in blocks
-    ):
-        return False
-    n_rows = sum(len(rows) for rows in selections)
-    row_bytes = int(np.prod(first.X.shape[1:])) * first.X.dtype.itemsize
-    return n_rows * row_bytes <= GATHER_WORK_BYTES
+    return _fits_work_array(sum(len(rows) for rows in selections), blocks[0].X)
 
 
 def _gathered_sums(
@@ -292,18 +294,16 @@ def _gathered_sums(
     selections: Sequence[np.ndarray],
     class_weight: np.ndarray | None,
 ) -> list[BlockSums]:
-    bounds = np.concatenate([[0], np.cumsum([len(rows) for rows in selections])])
-    first = blocks[0].X
-    X = work_array("selected_rows", (int(bounds[-1]), *first.shape[1:]), first.dtype)
-    labels, weights = [], []
-    for block, rows, start, stop in zip(
-        blocks, selections, bounds[:-1], bounds[1:], strict=True
-    ):
-        _check_rows(rows, len(block.X))
-        _take_rows(block.X, rows, X[start:stop])
-        labels.append(block.labels[rows])
-        sample_weight = None if block.sample_weight is None else block.sample_weight[rows]
-        weights.append(row_weights(labels[-1], sample_weight, class_weight))
+    X, bounds = _gather_rows(blocks, selections)
+    labels = [block.labels[rows] for block, rows in zip(blocks, selections, strict=True)]
+    weights = [
+        row_weights(
+            block_labels,
+            None if block.sample_weight is None else block.sample_weight[rows],
+            class_weight,
+        )
+        for block, rows, block_labels in zip(blocks, selections, labels, strict=True)
+    ]
     return segment_sums(
         params,
         X,

@@ -303,8 +303,7 @@ def _segment_sums(
     residual = probs  # T_b transposed: (n_classes, rows)
     if sample_weight is not None:
         residual *= sample_weight.astype(X.dtype, copy=False)
-    if len(bounds) == 2:
-        return [_reduce_rows(residual, row_loss, X, sample_weight)]
+    # A whole-width slice of the contiguous residual is itself: no copy for a single segment.
     return [
         _reduce_rows(
             np.ascontiguousarray(residual[:, start:stop]),
