@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,11 +107,6 @@ class CheckpointHook:
 
 #: L-BFGS iterations between two checkpoints when the hook does not say.
 LBFGS_CHECKPOINT_EVERY = 10
-
-#: Minibatches prepared ahead, in a thread, while the engine evaluates the current one (0: none).
-#: The row selection of a batch (sort, split by block) costs ~1 ms for 8,192 rows, a sixth of a
-#: step on 2 workers; the thread does it while this one waits for the workers.
-PREFETCH_BATCHES = 1
 
 
 def train(
@@ -246,7 +240,7 @@ def _train_minibatch(
     with _progress(config, config.max_iter, "epoch", done=state.epoch - start_epoch) as bar:
         while state.epoch < end_epoch and not converged:
             batches = sampler.batches(state.epoch, engine.chunk_rows, state.batches_done)
-            for batch in _prefetched(batches, PREFETCH_BATCHES):
+            for batch in batches:
                 _minibatch_step(engine, config, optimizer, state, batch, mean_weight)
                 if checkpoint and checkpoint.every and state.step % checkpoint.every == 0:
                     checkpoint.save(state)
@@ -288,19 +282,6 @@ def _sampling_group(engine: Engine, state: TrainingState) -> int:
         )
         return wanted
     return recorded
-
-
-def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
-    """``items``, with up to ``depth`` of them computed ahead in a thread."""
-    if depth < 1:
-        yield from items
-        return
-    end = object()
-    with ThreadPoolExecutor(1, thread_name_prefix="dsoftmax-batches") as pool:
-        pending = [pool.submit(next, items, end) for _ in range(depth)]
-        while (item := pending.pop(0).result()) is not end:
-            pending.append(pool.submit(next, items, end))
-            yield item
 
 
 def _minibatch_step(

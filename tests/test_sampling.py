@@ -11,6 +11,7 @@ from dsoftmax.sampling import (
     block_starts,
     full_batch,
     rows_to_blocks,
+    sorted_within_batches,
     split_validation,
 )
 
@@ -239,6 +240,43 @@ def test_split_validation_depends_on_the_seed():
 def test_split_validation_rejects_bad_arguments(arguments, error, message):
     with pytest.raises(error, match=message):
         split_validation(*arguments)
+
+
+@pytest.mark.parametrize("radix", [True, False])
+@pytest.mark.parametrize(
+    ("rows", "batch_size", "group_blocks"),
+    [(N_SAMPLES, 8, None), (N_SAMPLES, 103, None), (np.arange(3, 400, 4), 9, None),
+     (400, 7, 3), (np.arange(0, 400, 3), 16, 2)],
+)  # fmt: skip
+def test_each_batch_is_its_slice_of_the_visit_order_sorted(
+    monkeypatch, rows, batch_size, group_blocks, radix
+):
+    import dsoftmax.sampling
+
+    # The 32-bit sort of many-batch epochs, on a small epoch.
+    monkeypatch.setattr(dsoftmax.sampling, "RADIX_SORT_BATCHES", 2**16 if radix else 1)
+    sampler = EpochSampler(rows, batch_size, seed=5, group_blocks=group_blocks)
+    chunks = GROUP_CHUNKS if sampler.rows[-1] >= N_SAMPLES else UNEVEN_CHUNKS
+    for epoch in (0, 3):
+        order = sampler.grouped_epoch_rows(epoch, chunks)
+        expected = [
+            rows_to_blocks(order[start : start + sampler.batch_size], chunks)
+            for start in range(0, sampler.n_rows, sampler.batch_size)
+        ]
+        batches = list(sampler.batches(epoch, chunks))
+        assert len(batches) == len(expected) == sampler.n_batches
+        for batch, wanted in zip(batches, expected, strict=True):
+            np.testing.assert_array_equal(batch.global_rows(chunks), wanted.global_rows(chunks))
+            assert [index for index, _ in batch.blocks] == [index for index, _ in wanted.blocks]
+
+
+def test_sorted_within_batches_sorts_each_slice_in_place():
+    order = np.random.default_rng(0).permutation(1000)
+    for batch_size in (1, 7, 1000, 2000):
+        expected = np.concatenate(
+            [np.sort(order[start : start + batch_size]) for start in range(0, 1000, batch_size)]
+        )
+        np.testing.assert_array_equal(sorted_within_batches(order, batch_size), expected)
 
 
 # ------------------------------------------------------------- block-group order (streaming)
