@@ -108,7 +108,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         sgd/adam then draw minibatches group of chunks by group of chunks (shuffled chunk order,
         rows shuffled within a group) so that each chunk is read about once per epoch.
         ``"auto"``: memory when the data takes at most half of the workers' memory limits,
-        else stream. Ignored for fits in this process (NumPy input without a cluster).
+        else stream. Dask arrays already persisted in the cluster's memory are held where they
+        are (``"stream"`` is refused for them). Ignored for fits in this process (NumPy input
+        without a cluster).
     checkpoint_dir : str or None, default=None
         Directory (or fsspec URL) where ``fit`` writes checkpoints; ``fit(..., resume=True)``
         continues from the newest. A fresh fit refuses a directory that already holds some.

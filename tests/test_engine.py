@@ -221,10 +221,15 @@ def _same_sums(actual, expected) -> bool:
 
 
 def test_hold_auto_streams_only_data_larger_than_half_the_workers_memory():
-    assert _resolve_hold("auto", data_bytes=100, memory_limit=1000) == "memory"
-    assert _resolve_hold("auto", data_bytes=501, memory_limit=1000) == "stream"
-    assert _resolve_hold("auto", data_bytes=10**12, memory_limit=None) == "memory"  # no limits
-    assert _resolve_hold("stream", data_bytes=1, memory_limit=1000) == "stream"
+    assert _resolve_hold("auto", 100, memory_limit=1000, persisted=False) == "memory"
+    assert _resolve_hold("auto", 501, memory_limit=1000, persisted=False) == "stream"
+    no_limits = _resolve_hold("auto", 10**12, memory_limit=None, persisted=False)
+    assert no_limits == "memory"
+    assert _resolve_hold("stream", 1, memory_limit=1000, persisted=False) == "stream"
+    # Persisted arrays are in memory already: nothing to stream them from.
+    assert _resolve_hold("auto", 501, memory_limit=1000, persisted=True) == "memory"
+    with pytest.raises(ValueError, match="persisted in the cluster's memory"):
+        _resolve_hold("stream", 1, memory_limit=1000, persisted=True)
     with pytest.raises(ValueError, match=r"hold must be one of .*got 'disk'"):
         DaskEngine(None, *_dask_inputs(*_small(), (10, 10)), hold="disk")
 
@@ -248,6 +253,41 @@ def test_auto_streams_a_dataset_larger_than_the_workers_memory():
         assert sums.weight_sum == 400_000
         assert sums.loss_sum == pytest.approx(400_000 * np.log(2))
         assert engine.blocks == []  # a full pass held nothing
+
+
+@pytest.mark.cluster
+def test_persisted_arrays_are_held_as_they_are(client, problem):
+    X, y, weights, params = problem
+    inputs = _dask_inputs(X, y, weights, UNEVEN_CHUNKS)
+    persisted = client.persist(list(inputs))
+    with DaskEngine(client, *inputs) as read, DaskEngine(client, *persisted) as held:
+        assert held.hold == "memory"
+        assert _same_sums(held.sums(params), read.sums(params))
+        batch = rows_to_blocks(np.arange(3, N_SAMPLES, 5), UNEVEN_CHUNKS)
+        assert _same_sums(held.metrics(params, batch), read.metrics(params, batch))
+    with pytest.raises(ValueError, match="persisted in the cluster's memory"):
+        DaskEngine(client, *persisted, hold="stream")
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("hold", ["memory", "stream"])
+def test_an_evaluation_after_every_worker_died_at_once_reloads_the_blocks(problem, hold):
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y, weights, params = problem
+    batch = rows_to_blocks(np.arange(0, N_SAMPLES, 3), UNEVEN_CHUNKS)
+    with _cluster(2) as cluster, Client(cluster) as two:
+        with DaskEngine(two, *_dask_inputs(X, y, weights, UNEVEN_CHUNKS), hold=hold) as engine:
+            expected = engine.sums(params, batch)
+            for pid in two.run(os.getpid).values():
+                os.kill(pid, signal.SIGKILL)
+            # The load tasks are pinned to workers that are all gone; they must not wait for
+            # them forever (a task ready while no worker runs is never placed again).
+            with ThreadPoolExecutor(1) as pool:
+                after = pool.submit(engine.sums, params, batch).result(timeout=120)
+            assert _same_sums(after, expected)
 
 
 @pytest.mark.cluster
