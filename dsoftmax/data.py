@@ -1255,6 +1255,26 @@ _LASTING_OS_ERRORS = (
 )
 
 
+#: Refusals of the reader's credentials (besides ``PermissionError``, which s3fs and local
+#: files raise): the store may be intact.
+_REFUSAL_ERROR_CLASSES = frozenset(
+    {
+        ("botocore.exceptions", "NoCredentialsError"),
+        ("botocore.exceptions", "PartialCredentialsError"),
+        ("botocore.exceptions", "CredentialRetrievalError"),
+    }
+)
+
+
+def _error_in(error: BaseException, classes: frozenset[tuple[str, str]]) -> bool:
+    return any((cls.__module__, cls.__qualname__) in classes for cls in type(error).__mro__)
+
+
+def _is_refusal(error: BaseException) -> bool:
+    """Whether ``error`` refused the reader access (missing or rejected credentials)."""
+    return isinstance(error, PermissionError) or _error_in(error, _REFUSAL_ERROR_CLASSES)
+
+
 def _is_transient(error: BaseException) -> bool:
     """Whether ``error`` may go away if the read is tried again (network and I/O trouble);
     decode errors and refusals are never transient."""
@@ -1262,10 +1282,7 @@ def _is_transient(error: BaseException) -> bool:
         return False
     if isinstance(error, OSError):  # also TimeoutError and ConnectionError
         return True
-    return any(
-        (cls.__module__, cls.__qualname__) in _TRANSIENT_ERROR_CLASSES
-        for cls in type(error).__mro__
-    )
+    return _error_in(error, _TRANSIENT_ERROR_CLASSES)
 
 
 def _retry_pause(attempt: int) -> float:
@@ -1307,7 +1324,14 @@ def _chunk_read_error(
         "the store is damaged: rewrite it, e.g. with dsoftmax.data.write_dataset, "
         "convert_numpy or `dsoftmax convert`, from the source data"
     )
-    if _is_transient(error):
+    if _is_refusal(error):
+        message = (
+            f"cannot read {where}: access refused ({cause}). The workers read the chunks "
+            "themselves, with the storage_options the dataset was opened with (without them, "
+            "with their own environment's credentials): check that credentials reach the "
+            "workers and may read this store. The store itself is probably intact."
+        )
+    elif _is_transient(error):
         message = (
             f"cannot read {where} after {tries} {'try' if tries == 1 else 'tries'} "
             f"(read_retries={source.read_retries}): {cause}. Check that the store is reachable "

@@ -295,18 +295,31 @@ def test_io_errors_are_retried(flaky_url, make_error):
     assert plan.reads == {"X/c/0/0": 2, "X/c/1/0": 2, "X/c/2/0": 2}
 
 
+def _botocore_no_credentials() -> Exception:
+    botocore_exceptions = pytest.importorskip("botocore.exceptions")
+    return botocore_exceptions.NoCredentialsError()
+
+
+REFUSED_FIX = r"The workers read the chunks themselves.*The store itself is probably intact"
+
+
 @pytest.mark.parametrize(
-    ("make_error", "cause"),
+    ("make_error", "expected"),
     [
-        (lambda: RuntimeError("Zstd decompression error"), "RuntimeError: Zstd decompression"),
-        (lambda: PermissionError("access denied"), "PermissionError: access denied"),
+        (lambda: RuntimeError("Zstd decompression error"),
+         rf"RuntimeError: Zstd decompression error\. {DAMAGED_FIX}"),
+        (lambda: PermissionError("access denied"),
+         rf"access refused \(PermissionError: access denied\)\. {REFUSED_FIX}"),
+        (_botocore_no_credentials,
+         rf"access refused \(NoCredentialsError: Unable to locate credentials\)\. {REFUSED_FIX}"),
     ],
-    ids=["decode", "permission"],
-)
-def test_lasting_errors_are_not_retried(flaky_url, make_error, cause):
+    ids=["decode", "permission", "no-credentials"],
+)  # fmt: skip
+def test_lasting_errors_are_not_retried(flaky_url, make_error, expected):
+    make_error()  # skips here, before any read, when the library is missing
     plan = FailurePlan(1, make_error)
     dataset = open_flaky(flaky_url, plan, read_retries=3)
-    with pytest.raises(ChunkReadError, match=rf"chunk \d of X .*: {cause}.*{DAMAGED_FIX}"):
+    with pytest.raises(ChunkReadError, match=rf"chunk \d of X .*: {expected}"):
         dataset.X.compute(scheduler="sync")
     assert list(plan.reads.values()) == [1]
 
