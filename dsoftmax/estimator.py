@@ -618,7 +618,18 @@ def _labels_of_ids(ids: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return classes[ids]
 
 
-def _block_logits(X: np.ndarray, params: Params) -> np.ndarray:
+def _block_logits(X: np.ndarray, params: Params, block_info: dict | None = None) -> np.ndarray:
+    """Logits of one block of lazy input; a non-finite feature raises, naming its row (NumPy
+    input is checked by scikit-learn's validation instead)."""
+    finite = np.isfinite(X)
+    if not finite.all():
+        row_start = block_info[0]["array-location"][0][0] if block_info else 0
+        first_row = row_start + int(np.argmin(finite.all(axis=1)))
+        raise ValueError(
+            f"X has {X.size - np.count_nonzero(finite)} non-finite value(s) (NaN or inf) in "
+            f"rows {row_start} to {row_start + X.shape[0] - 1}, first in row {first_row}; "
+            "predictions need finite features: drop or impute those rows."
+        )
     return objective.decision_function(params, X)
 
 

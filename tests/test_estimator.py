@@ -256,6 +256,22 @@ def test_predictions_on_dask_input_stay_lazy(digits, cluster_client):
     )
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_predictions_on_lazy_input_name_the_first_non_finite_row(digits, bad):
+    X, y = digits
+    model = SoftmaxRegression(l2=1e-3).fit(X, y)
+    X_bad = X.copy()
+    X_bad[[1234, 1300], 5] = bad
+    lazy = da.from_array(X_bad, chunks=(500, -1))
+    named = r"2 non-finite value\(s\) \(NaN or inf\) in rows 1000 to 1499, first in row 1234;"
+    for predicted in (model.predict(lazy), model.predict_proba(lazy)):
+        with pytest.raises(ValueError, match=named):
+            predicted.compute(scheduler="sync")
+    # The blocks without a bad value are unaffected.
+    clean = model.predict(lazy[:1000]).compute(scheduler="sync")
+    np.testing.assert_array_equal(clean, model.predict(X[:1000]))
+
+
 @pytest.mark.s3
 def test_model_and_checkpoints_on_an_object_store(s3_storage_options, digits):
     base, storage_options = s3_storage_options
