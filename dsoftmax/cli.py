@@ -29,6 +29,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PROG = "dsoftmax"
 #: The formats of ``dsoftmax convert`` (``dsoftmax.convert.FORMATS``, without importing it).
 CONVERT_FORMATS = ("npz", "npy", "parquet", "csv", "svmlight")
+#: ``dsoftmax.data.DEFAULT_READ_RETRIES``, without importing it.
+DEFAULT_READ_RETRIES = 3
 
 
 class UsageError(Exception):
@@ -106,7 +108,9 @@ def _json_object(text: str) -> dict:
 
 
 # ----------------------------------------------------------------------- parser
-def _add_common_options(parser: argparse.ArgumentParser, *, computes: bool) -> None:
+def _add_common_options(
+    parser: argparse.ArgumentParser, *, computes: bool, reads: bool = False
+) -> None:
     # SUPPRESS: without a -v after the subcommand, the count before it stands.
     parser.add_argument(
         "-v", "--verbose", action="count", default=argparse.SUPPRESS,
@@ -119,6 +123,15 @@ def _add_common_options(parser: argparse.ArgumentParser, *, computes: bool) -> N
         type=_json_object,
         help='fsspec options for s3://… paths, e.g. \'{"client_kwargs": {"endpoint_url": "…"}}\'',
     )
+    if reads:
+        group.add_argument(
+            "--read-retries",
+            metavar="N",
+            type=_non_negative_int,
+            default=DEFAULT_READ_RETRIES,
+            help="retries of a chunk read that fails with a transient I/O error, with doubling "
+            "pauses (default %(default)s)",
+        )
     if not computes:
         return
     group.add_argument(
@@ -319,13 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue from the newest checkpoint in --checkpoint-dir",
     )
-    _add_common_options(train, computes=True)
+    _add_common_options(train, computes=True, reads=True)
 
     evaluate = commands.add_parser("evaluate", help="loss, accuracy and per-class report")
     evaluate.add_argument("model", help="model path or URL")
     evaluate.add_argument("data", help="Zarr dataset path or URL")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
-    _add_common_options(evaluate, computes=True)
+    _add_common_options(evaluate, computes=True, reads=True)
 
     predict = commands.add_parser("predict", help="write predicted labels to a Zarr array")
     predict.add_argument("model", help="model path or URL")
@@ -339,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write class probabilities (array 'probabilities')",
     )
     predict.add_argument("--overwrite", action="store_true", help="replace existing predictions")
-    _add_common_options(predict, computes=True)
+    _add_common_options(predict, computes=True, reads=True)
 
     demo = commands.add_parser(
         "demo", help="make a dataset, start a local cluster, train and report"
@@ -363,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument(
         "--data", metavar="DATASET", help="evaluate the model on this dataset for the matrix"
     )
-    _add_common_options(plot, computes=True)
+    _add_common_options(plot, computes=True, reads=True)
     return parser
 
 
@@ -406,7 +419,9 @@ class _Cluster:
 def _open(url: str, args: argparse.Namespace) -> Any:
     from .data import open_dataset
 
-    return open_dataset(url, storage_options=args.storage_options)
+    return open_dataset(
+        url, storage_options=args.storage_options, read_retries=args.read_retries
+    )
 
 
 def _load_model(url: str, args: argparse.Namespace) -> Any:

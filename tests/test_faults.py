@@ -333,3 +333,24 @@ def test_a_damaged_chunk_is_read_once_not_retried(flaky_url):
     with pytest.raises(ChunkReadError, match=expected):
         dataset.y.compute(scheduler="sync")
     assert plan.reads["y/c/2"] == 1
+
+
+def test_the_cli_opens_datasets_with_its_read_retries(tmp_path, capsys):
+    from dsoftmax import cli
+
+    path = tmp_path / "train.zarr"
+    write_small_dataset(str(path))
+    assert cli.DEFAULT_READ_RETRIES == DEFAULT_READ_RETRIES
+    commands = {
+        "train": [str(path), "--model", "model"],
+        "evaluate": ["model", str(path)],
+        "predict": ["model", str(path), "--out", "labels.zarr"],
+    }
+    for command, arguments in commands.items():
+        for options, expected in (([], DEFAULT_READ_RETRIES), (["--read-retries", "0"], 0)):
+            args = cli.build_parser().parse_args([command, *arguments, *options])
+            assert cli._open(args.data, args).read_retries == expected
+    with pytest.raises(SystemExit) as exited:
+        cli.build_parser().parse_args(["train", *commands["train"], "--read-retries", "-1"])
+    assert exited.value.code == 2
+    assert "--read-retries: must be an integer in [0, inf), got '-1'" in capsys.readouterr().err
