@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of the data (default 0)"
     )
+    make.add_argument(
+        "--teacher-seed",
+        type=_non_negative_int,
+        metavar="SEED",
+        help="seed of the labelling teacher alone (default: --seed); a test set for data made "
+        "with --seed S: another --seed and --teacher-seed S",
+    )
     make.add_argument("--dtype", choices=("float32", "float64"), default="float32", help=_DEFAULT)
     make.add_argument("--codec", choices=("zstd", "lz4", "none"), default="zstd", help=_CODEC)
     make.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -441,6 +448,7 @@ def cmd_make_data(args: argparse.Namespace, cluster: _Cluster) -> int:
         args.n_classes,
         chunk_rows=args.chunk_rows,
         seed=args.seed,
+        teacher_seed=args.teacher_seed,
         dtype=args.dtype,
         client=cluster.client(),
         codec=args.codec,

@@ -278,6 +278,33 @@ def test_evaluate_reports_what_the_model_scores_as_text_and_json(
 
 
 @pytest.mark.cluster
+def test_make_data_teacher_seed_makes_held_out_rows_of_the_same_task(
+    lbfgs_model: Path, teacher_data: Path, cluster: DaskProcesses
+) -> None:
+    from dsoftmax import make_classification
+
+    held_out = teacher_data.parent / "held-out.zarr"
+    result = run_cli(
+        "make-data", held_out, "--n-samples", N_SAMPLES, "--n-features", N_FEATURES,
+        "--n-classes", N_CLASSES, "--chunk-rows", CHUNK_ROWS, "--seed", 1, "--teacher-seed", 0,
+        "--scheduler", cluster.address,
+    )  # fmt: skip
+    assert_clean_success(result)
+    expected = make_classification(
+        teacher_data.parent / "expected.zarr", N_SAMPLES, N_FEATURES, N_CLASSES,
+        chunk_rows=CHUNK_ROWS, seed=1, teacher_seed=0,
+    )  # fmt: skip
+    made = open_dataset(held_out)
+    np.testing.assert_array_equal(made.X.compute(), expected.X.compute())
+    np.testing.assert_array_equal(made.y.compute(), expected.y.compute())
+    train = open_dataset(teacher_data)
+    assert not np.array_equal(made.X[:10].compute(), train.X[:10].compute())  # new rows
+    # The model of the training rows labels them as well as its own rows: the same teacher.
+    model = SoftmaxRegression.load(str(lbfgs_model))
+    assert model.score(made.X.compute(), made.y.compute()) > 0.8
+
+
+@pytest.mark.cluster
 def test_predict_writes_what_the_python_api_predicts(
     lbfgs_model: Path,
     teacher_data: Path,
