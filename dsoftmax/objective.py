@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -52,6 +53,7 @@ __all__ = [
     "block_sums",
     "decision_function",
     "finalize",
+    "iter_segment_sums",
     "l2_from_sklearn_C",
     "l2_from_spark_reg_param",
     "log_softmax",
@@ -257,7 +259,22 @@ def _segment_sums(
     sample_weight: np.ndarray | None,
     bounds: np.ndarray,
 ) -> list[BlockSums]:
-    """Sums for each segment ``[bounds[j], bounds[j + 1])`` of one sub-block's rows.
+    """Sums for each segment ``[bounds[j], bounds[j + 1])`` of one sub-block's rows."""
+    return list(_iter_segment_sums(params, X, labels, kind, sample_weight, bounds, None))
+
+
+def _iter_segment_sums(
+    params: Params,
+    X: np.ndarray,
+    labels: np.ndarray,
+    kind: str,
+    sample_weight: np.ndarray | None,
+    bounds: np.ndarray,
+    product: np.ndarray | None,
+) -> Iterator[BlockSums]:
+    """The sums of each segment ``[bounds[j], bounds[j + 1])`` of one sub-block's rows, one
+    after the other; with ``product`` (n_classes, n_features) in X's dtype, every segment's
+    gradient sum is computed into it, in X's dtype (else a new float64 array each).
 
     Everything (n_classes, rows) is class-major. The row-wise work runs once over all the
     segments (few NumPy calls for many small segments); the products and sums that reduce over
@@ -268,15 +285,17 @@ def _segment_sums(
         # NumPy adds the classes of a lone row pairwise, but those of a row among others in
         # order: a zero row beside it gives every row the same rounding, wherever it lies.
         weights = None if sample_weight is None else np.append(sample_weight, 0)
-        padded = _segment_sums(
+        padded = _iter_segment_sums(
             params,
             np.concatenate([X, np.zeros_like(X)]),
             np.concatenate([labels, np.zeros_like(labels)]),
             kind,
             weights,
             np.append(bounds, 2),
+            product,
         )
-        return padded[:-1]
+        yield from itertools.islice(padded, len(bounds) - 1)
+        return
     shifted = _class_major_logits(params, X, scratch=True, bounds=bounds)
     shifted -= shifted.max(axis=0)
     if kind == "ids":
@@ -304,21 +323,25 @@ def _segment_sums(
     if sample_weight is not None:
         residual *= sample_weight.astype(X.dtype, copy=False)
     # A whole-width slice of the contiguous residual is itself: no copy for a single segment.
-    return [
-        _reduce_rows(
+    for start, stop in itertools.pairwise(bounds):
+        yield _reduce_rows(
             np.ascontiguousarray(residual[:, start:stop]),
             row_loss[start:stop],
             X[start:stop],
             None if sample_weight is None else sample_weight[start:stop],
+            product,
         )
-        for start, stop in itertools.pairwise(bounds)
-    ]
 
 
 def _reduce_rows(
-    residual: np.ndarray, row_loss: np.ndarray, X: np.ndarray, sample_weight: np.ndarray | None
+    residual: np.ndarray,
+    row_loss: np.ndarray,
+    X: np.ndarray,
+    sample_weight: np.ndarray | None,
+    product: np.ndarray | None,
 ) -> BlockSums:
-    """A segment's sums from its class-major residual and per-row losses."""
+    """A segment's sums from its class-major residual and per-row losses; the gradient sum
+    into ``product`` (X's dtype) when given, else a new float64 array."""
     if sample_weight is None:
         weight_sum = float(X.shape[0])
         loss_sum = float(np.sum(row_loss, dtype=np.float64))
@@ -327,7 +350,11 @@ def _reduce_rows(
         loss_sum = float(np.dot(row_loss.astype(np.float64), sample_weight.astype(np.float64)))
     return BlockSums(
         loss_sum=loss_sum,
-        grad_coef_sum=(residual @ X).astype(np.float64),
+        grad_coef_sum=(
+            (residual @ X).astype(np.float64)
+            if product is None
+            else np.matmul(residual, X, out=product)
+        ),
         grad_intercept_sum=residual.sum(axis=1, dtype=np.float64),
         weight_sum=weight_sum,
     )
@@ -412,6 +439,36 @@ def segment_sums(
         the segment has at most :data:`SUB_BLOCK_ROWS` rows (a longer one would be split
         there).
     """
+    kind, bounds = _checked_segments(params, X, labels, bounds)
+    return _segment_sums(params, X, labels, kind, sample_weight, bounds)
+
+
+def iter_segment_sums(
+    params: Params,
+    X: np.ndarray,
+    labels: np.ndarray,
+    bounds: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+) -> Iterator[BlockSums]:
+    """:func:`segment_sums` one segment at a time, each gradient sum in a work array.
+
+    Each item's ``grad_coef_sum`` is in X's dtype, in this thread's work array (see
+    :func:`work_array`), overwritten by the next item: add it into a float64 total before
+    taking the next (float32 → float64 is exact, so the total has the bits of adding
+    :func:`segment_sums`' items). A wide model's gradient sums are megabytes each; computing
+    them into one array spares a fresh allocation (page faults under Dask) per segment.
+
+    Parameters and the sums are those of :func:`segment_sums`.
+    """
+    kind, bounds = _checked_segments(params, X, labels, bounds)
+    product = work_array("segment_product", params.coef.shape, X.dtype)
+    return _iter_segment_sums(params, X, labels, kind, sample_weight, bounds, product)
+
+
+def _checked_segments(
+    params: Params, X: np.ndarray, labels: np.ndarray, bounds: np.ndarray
+) -> tuple[str, np.ndarray]:
+    """The labels' kind and the bounds as an array, after checking them."""
     bounds = np.asarray(bounds, dtype=np.intp)
     if bounds.ndim != 1 or len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != X.shape[0]:
         raise ValueError(
@@ -419,8 +476,7 @@ def segment_sums(
         )
     if np.any(np.diff(bounds) < 0):
         raise ValueError(f"bounds must be non-decreasing, got {bounds.tolist()}.")
-    kind = _labels_kind(labels, params.coef.shape[0], X.shape[0])
-    return _segment_sums(params, X, labels, kind, sample_weight, bounds)
+    return _labels_kind(labels, params.coef.shape[0], X.shape[0]), bounds
 
 
 def empty_sums(n_classes: int, n_features: int) -> BlockSums:
@@ -435,6 +491,26 @@ def add_sums(left: BlockSums, right: BlockSums) -> BlockSums:
         left.grad_coef_sum + right.grad_coef_sum,
         left.grad_intercept_sum + right.grad_intercept_sum,
         left.weight_sum + right.weight_sum,
+    )
+
+
+def own_sums(sums: BlockSums) -> BlockSums:
+    """A float64 copy of ``sums``, to add into in place (:func:`add_sums_into`)."""
+    return BlockSums(
+        sums.loss_sum,
+        np.array(sums.grad_coef_sum, dtype=np.float64),
+        np.array(sums.grad_intercept_sum, dtype=np.float64),
+        sums.weight_sum,
+    )
+
+
+def add_sums_into(total: BlockSums, part: BlockSums) -> BlockSums:
+    """``add_sums(total, part)`` into ``total``'s arrays (which the caller owns, e.g. from
+    :func:`own_sums`): the same bits, no new array. ``part`` may hold float32 gradients."""
+    np.add(total.grad_coef_sum, part.grad_coef_sum, out=total.grad_coef_sum)
+    np.add(total.grad_intercept_sum, part.grad_intercept_sum, out=total.grad_intercept_sum)
+    return total._replace(
+        loss_sum=total.loss_sum + part.loss_sum, weight_sum=total.weight_sum + part.weight_sum
     )
 
 

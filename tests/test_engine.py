@@ -14,6 +14,7 @@ from dsoftmax.engine import (
     _resolve_hold,
     assemble_block,
     evaluate_blocks,
+    fold_owned,
     node_value,
     owned_nodes,
     reduce_owned,
@@ -21,7 +22,17 @@ from dsoftmax.engine import (
     tree_reduce,
     tree_root,
 )
-from dsoftmax.objective import Params, block_sums, finalize, loss_and_grad
+from dsoftmax.objective import (
+    Params,
+    add_sums_into,
+    block_sums,
+    finalize,
+    iter_segment_sums,
+    loss_and_grad,
+    own_sums,
+    segment_sums,
+    sum_blocks,
+)
 from dsoftmax.sampling import rows_to_blocks
 
 N_SAMPLES, N_FEATURES, N_CLASSES = 701, 5, 4
@@ -166,6 +177,35 @@ def test_subtrees_added_on_workers_give_the_trees_bits(n_parts):
                 known.update(reduce_owned(mine, n_parts, _add_left_to_right))
             result = node_value(tree_root(n_parts), known, n_parts, _add_left_to_right)
             assert result.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("n_parts", [1, 2, 5, 16, 17, 70])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_folding_segment_sums_one_at_a_time_gives_the_trees_bits(n_parts, dtype):
+    rng = np.random.default_rng(n_parts)
+    n_classes, n_features = 7, 5
+    sizes = rng.integers(1, 6, n_parts)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    X = (rng.normal(size=(bounds[-1], n_features)) * 3).astype(dtype)
+    labels = rng.integers(0, n_classes, bounds[-1])
+    weights = rng.uniform(0.5, 2.0, bounds[-1]).astype(dtype)
+    params = Params(rng.normal(size=(n_classes, n_features)), rng.normal(size=n_classes))
+    # A worker holding the parts from `first` on, as a contiguous run of a share.
+    first = n_parts // 3
+    leaves = segment_sums(params, X, labels, bounds, weights)
+    expected = reduce_owned({p: leaves[p] for p in range(first, n_parts)}, n_parts, sum_blocks)
+    rows = slice(bounds[first], bounds[-1])
+    folded = fold_owned(
+        iter_segment_sums(params, X[rows], labels[rows], bounds[first:] - bounds[first],
+                          weights[rows]),
+        range(first, n_parts), n_parts, own_sums, add_sums_into,
+    )  # fmt: skip
+    assert [node for node, _ in folded] == [node for node, _ in expected]
+    for (_, got), (_, wanted) in zip(folded, expected, strict=True):
+        assert got.loss_sum == wanted.loss_sum and got.weight_sum == wanted.weight_sum
+        assert got.grad_coef_sum.dtype == np.float64
+        assert got.grad_coef_sum.tobytes() == wanted.grad_coef_sum.tobytes()
+        assert got.grad_intercept_sum.tobytes() == wanted.grad_intercept_sum.tobytes()
 
 
 def test_owned_nodes_are_the_largest_whole_subtrees():
