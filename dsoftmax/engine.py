@@ -194,7 +194,8 @@ def owned_nodes(positions: Sequence[int], n_parts: int) -> list[Node]:
 def reduce_owned(
     parts: dict[int, T], n_parts: int, add_group: Callable[[list[T]], T]
 ) -> list[tuple[Node, T]]:
-    """Worker side: the sums of the largest subtrees made of ``parts`` (position → part)."""
+    """The sums of the largest subtrees made of ``parts`` (position → part), all parts at
+    hand: what a worker sends, and the reference of :func:`fold_owned`, which workers use."""
     leaves = {(0, position): part for position, part in parts.items()}
     return [
         (node, node_value(node, leaves, n_parts, add_group))
@@ -217,6 +218,9 @@ def fold_owned(
     the total. Only one part and one total per tree level are alive at a time, however many
     parts there are.
     """
+
+    if any(later <= earlier for earlier, later in itertools.pairwise(positions)):
+        raise ValueError(f"positions must increase, got {list(positions)}")
 
     def fold(node: Node, first: bool) -> T:
         level = node[0]
@@ -569,16 +573,20 @@ def stream_worker_evaluate(
     reading the next block in a thread while the current one is evaluated. At most two blocks
     are in memory at a time, and the store's latency hides behind the arithmetic."""
     evaluate_block = BLOCK_FUNCTIONS[kind]
-    parts = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsoftmax-prefetch") as pool:
-        upcoming = pool.submit(read_block, sources[0])
-        for step, (position, selected) in enumerate(zip(share.positions, share.rows, strict=True)):
-            block = upcoming.result()
-            if step + 1 < len(sources):
-                upcoming = pool.submit(read_block, sources[step + 1])
-            parts[position] = evaluate_block(block, params, selected, class_weight)
-            del block
-    return reduce_owned(parts, share.n_parts, ADDERS[kind])
+
+        def evaluated() -> Iterator[Any]:
+            upcoming = pool.submit(read_block, sources[0])
+            for step, selected in enumerate(share.rows):
+                block = upcoming.result()
+                if step + 1 < len(sources):
+                    upcoming = pool.submit(read_block, sources[step + 1])
+                value = evaluate_block(block, params, selected, class_weight)
+                del block
+                yield value
+
+        # The share is a contiguous run of positions, in order (_contiguous_plan).
+        return fold_owned(evaluated(), share.positions, share.n_parts, *FOLDS[kind])
 
 
 def read_and_check(
