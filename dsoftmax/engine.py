@@ -218,7 +218,6 @@ def fold_owned(
     the total. Only one part and one total per tree level are alive at a time, however many
     parts there are.
     """
-
     if any(later <= earlier for earlier, later in itertools.pairwise(positions)):
         raise ValueError(f"positions must increase, got {list(positions)}")
 
@@ -1224,8 +1223,9 @@ def evaluate_share(
 
     The blocks are evaluated in the order of their positions and added as they come
     (:func:`fold_owned`): a wide model's gradient sums (megabytes each) are never all in memory
-    at once (measured: 32 blocks × ~4 rows of 1,000 classes × 1,024 features, evaluate and add
-    ~0.5 s before, one per block then a tree).
+    at once. Measured on 2 local workers, 1,000 classes × 1,024 features, 256-row steps over 64
+    blocks: 304–314 ms, against 708–843 ms when every block's sum was kept until a tree added
+    them.
     """
     order = np.argsort(share.positions, kind="stable")
     positions = [share.positions[i] for i in order]
