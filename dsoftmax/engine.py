@@ -6,11 +6,9 @@ Shape of one evaluation (a loss + gradient, or a metrics pass)::
                                         blocks that worker holds → [BlockSums], one per block
            ◀── one BlockSums per block ─ (K×d each), added on the client by a fixed tree
 
-* Blocks are loaded by tasks, never with ``client.scatter``: when a worker dies, Dask
-  recomputes its blocks from the store. A block's load task is pinned (loosely) to the worker
-  planned to keep it and reads the block's chunks itself (the data layer's chunk reads, or a
-  graph-embedded NumPy chunk), so that no chunk travels between workers; chunks of arrays
-  persisted in the cluster's memory are taken where Dask has them.
+* Blocks are loaded through the task graph (the data layer's chunk reads, or a graph-embedded
+  NumPy chunk, or the chunks of an array persisted in the cluster's memory), never with
+  ``client.scatter``: when a worker dies, Dask recomputes its blocks from the store.
 * The per-evaluation work goes to a long-lived actor on each worker that reads the blocks in
   place: a direct client-to-worker call, no scheduler, no graph (measured on 2 local workers:
   ~3 ms a 64-row step and ~6-7 ms an 8,192-row one, against ~25 ms for one task per worker and
@@ -535,25 +533,6 @@ def hold_params(params: Params) -> Params:
     return params
 
 
-def anchor() -> None:
-    """A task any worker may run, on which every load task depends.
-
-    A loosely pinned task that becomes ready while no worker is running is never scheduled
-    again (distributed 2026.8: ``bulk_schedule_unrunnable_after_adding_worker`` ignores loose
-    restrictions), which left a fit hanging once every worker had died at once (say, reading a
-    poisoned block). Waiting on this task, which dies with the workers and is recomputed by the
-    first one to come back, a load task is never ready while none runs; once ready, the
-    scheduler places it on a live worker when its own is gone.
-    """
-    return None
-
-
-def load_block(_: None, source: tuple[Any, Any, Any]) -> Block:
-    """Load task of :class:`DaskEngine`: read one block here (:func:`read_block`); the first
-    argument is the :func:`anchor`."""
-    return read_block(source)
-
-
 def read_block(source: tuple[Any, Any, Any]) -> Block:
     """Read one block in this process: ``source`` holds the delayed chunks of X, labels and
     weights (None without weights), each a graph of the data layer's chunk reads."""
@@ -816,7 +795,6 @@ class DaskEngine:
         self._window = _window_blocks(self._block_bytes, memory_limit)
         self._token = uuid.uuid4().hex[:12]
         self._held: OrderedDict[int, Any] = OrderedDict()
-        self._anchor: Any = None  # future of the task every load task waits on (see anchor)
         self._servers: dict[str, Any] = {}  # worker address → future of its BlockServer
         self._use_servers = True
         self._server_failures = 0
@@ -889,43 +867,37 @@ class DaskEngine:
             if index in self._held:
                 self._held.move_to_end(index)
         if missing:
+            assemble = dask.delayed(assemble_block, pure=True)
+            # Keys unique to this engine: another client releasing the same data's keys at the
+            # same moment must not cancel ours ("lost dependencies").
             # Contiguous runs of blocks per worker: the workers then hold whole subtrees of the
-            # reduce and send a few sums each instead of one per block.
+            # reduce and send a few sums each instead of one per block. Only the load task of a
+            # block is pinned, loosely; the chunk reads are left to Dask (about half of them
+            # then travel to the worker that keeps the block). Reading inside the pinned task
+            # was measured (docs/scaling.md, "Loading") and not kept: pinned tasks are all
+            # assigned at once, and Dask charges a worker's death to every task assigned to it,
+            # so a block that kills its readers got innocent blocks named in its place.
             plan = _contiguous_plan(
                 [(index, None) for index in missing], self.chunk_rows, self._worker_addresses()
             )
+            loads = {}
             for worker, work in plan.items():
-                for _, index, _ in work:
-                    self._held[index] = self._load(index, worker)
+                # No worker known yet (a cluster still starting): wherever Dask likes.
+                where = {"workers": [worker], "allow_other_workers": True} if worker else {}
+                with dask.annotate(**where):
+                    for _, index, _ in work:
+                        loads[index] = assemble(
+                            *self._parts[index],
+                            dask_key_name=f"softmax-block-{self._token}-{index}",
+                        )
+            futures = self.client.compute(list(loads.values()))
+            for index, future in zip(loads, futures, strict=True):
+                self._held[index] = future
             self._placement_stale = True
         keep = set(wanted)
         while len(self._held) > max(self._window, len(keep)):
             index = next(index for index in self._held if index not in keep)
             self._held.pop(index).release()
-
-    def _load(self, index: int, worker: str) -> Any:
-        """Submit the task that loads block ``index`` on ``worker`` (loosely: Dask moves it
-        when that worker is gone); its future."""
-        # Keys unique to this engine: another client releasing the same data's keys at the
-        # same moment must not cancel ours ("lost dependencies").
-        key = f"softmax-block-{self._token}-{index}"
-        # No worker known yet (a cluster still starting): wherever Dask likes.
-        where = {"workers": [worker], "allow_other_workers": True} if worker else {}
-        source = self._sources[index]
-        if source is None:  # chunks already in the cluster's memory (a persisted array)
-            assemble = dask.delayed(assemble_block, pure=True)
-            with dask.annotate(**where):
-                return self.client.compute(assemble(*self._parts[index], dask_key_name=key))
-        # The chunks are read inside the load task, on the worker that keeps the block: letting
-        # Dask read them anywhere sent about half of them from worker to worker (a load ~1.6x
-        # one read of the store, measured on 2 local workers).
-        if self._anchor is None:
-            self._anchor = self.client.submit(
-                anchor, key=f"softmax-anchor-{self._token}", pure=False
-            )
-        return self.client.submit(
-            load_block, self._anchor, source, key=key, pure=False, **where
-        )
 
     def _block_workers(self) -> dict[int, str]:
         """Which worker holds each held block; refreshed every :data:`PLACEMENT_REFRESH`
@@ -1183,9 +1155,6 @@ class DaskEngine:
         for future in self._held.values():
             future.release()
         self._held.clear()
-        if self._anchor is not None:
-            self._anchor.release()
-            self._anchor = None
         for worker in list(self._servers):
             self._drop_server(worker)
 
