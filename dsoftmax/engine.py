@@ -308,13 +308,10 @@ def evaluate_blocks(
     block's sums are the same bits either way, so results do not depend on which blocks a
     worker holds.
     """
-    if kind == "sums" and _gather_together(blocks, selections):
-        return _gathered_sums(blocks, params, selections, class_weight)
-    evaluate_block = BLOCK_FUNCTIONS[kind]
-    return [
-        evaluate_block(block, params, rows, class_weight)
-        for block, rows in zip(blocks, selections, strict=True)
-    ]
+    values = _iter_block_values(
+        kind, blocks, params, selections, class_weight, in_work_array=False
+    )
+    return list(values)
 
 
 def _gather_together(blocks: Sequence[Block], selections: Sequence[np.ndarray | None]) -> bool:
@@ -325,26 +322,23 @@ def _gather_together(blocks: Sequence[Block], selections: Sequence[np.ndarray | 
     return _fits_work_array(sum(len(rows) for rows in selections), blocks[0].X)
 
 
-def _gathered_sums(
-    blocks: Sequence[Block],
-    params: Params,
-    selections: Sequence[np.ndarray],
-    class_weight: np.ndarray | None,
-) -> list[BlockSums]:
-    return segment_sums(params, *_gathered(blocks, selections, class_weight))
-
-
 def _iter_block_values(
     kind: str,
     blocks: Sequence[Block],
     params: Params,
     selections: Sequence[np.ndarray | None],
     class_weight: np.ndarray | None,
+    *,
+    in_work_array: bool = True,
 ) -> Iterator[Any]:
-    """:func:`evaluate_blocks` one block at a time; gathered minibatch sums come each in a work
-    array (:func:`dsoftmax.objective.iter_segment_sums`), to be added before the next."""
+    """:func:`evaluate_blocks` one block at a time; with ``in_work_array``, gathered minibatch
+    sums come each in a work array (:func:`dsoftmax.objective.iter_segment_sums`), to be added
+    before the next."""
     if kind == "sums" and _gather_together(blocks, selections):
-        return iter_segment_sums(params, *_gathered(blocks, selections, class_weight))
+        gathered = _gathered(blocks, selections, class_weight)
+        if in_work_array:
+            return iter_segment_sums(params, *gathered)
+        return iter(segment_sums(params, *gathered))
     evaluate_block = BLOCK_FUNCTIONS[kind]
     return (
         evaluate_block(block, params, rows, class_weight)

@@ -251,18 +251,6 @@ def _labels_kind(labels: np.ndarray, n_classes: int, n_rows: int) -> str:
     )
 
 
-def _segment_sums(
-    params: Params,
-    X: np.ndarray,
-    labels: np.ndarray,
-    kind: str,
-    sample_weight: np.ndarray | None,
-    bounds: np.ndarray,
-) -> list[BlockSums]:
-    """Sums for each segment ``[bounds[j], bounds[j + 1])`` of one sub-block's rows."""
-    return list(_iter_segment_sums(params, X, labels, kind, sample_weight, bounds, None))
-
-
 def _iter_segment_sums(
     params: Params,
     X: np.ndarray,
@@ -405,7 +393,7 @@ def block_sums(
         weights = None if sample_weight is None else sample_weight[rows]
         sub_block = X[rows]
         whole = np.array([0, sub_block.shape[0]])
-        (sums,) = _segment_sums(params, sub_block, labels[rows], kind, weights, whole)
+        (sums,) = _iter_segment_sums(params, sub_block, labels[rows], kind, weights, whole, None)
         total = add_sums(total, sums)
     return total
 
@@ -440,7 +428,7 @@ def segment_sums(
         there).
     """
     kind, bounds = _checked_segments(params, X, labels, bounds)
-    return _segment_sums(params, X, labels, kind, sample_weight, bounds)
+    return list(_iter_segment_sums(params, X, labels, kind, sample_weight, bounds, None))
 
 
 def iter_segment_sums(
