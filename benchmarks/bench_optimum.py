@@ -6,16 +6,18 @@ one run, rounds taking turns:
 * dsoftmax: :func:`dsoftmax.optim.minimize_lbfgs` over ``DaskEngine.sums`` with the blocks held
   by the workers (the driver ``SoftmaxRegression(solver="lbfgs")`` uses, float32 noise rule
   included), recording ``(seconds, objective)`` per evaluation;
-* scipy: ``scipy.optimize.minimize(method="L-BFGS-B")`` over the naive NumPy loss and gradient
-  of :mod:`benchmarks.bench_pass`, on the same float32 data in this process's memory;
+* scipy: ``scipy.optimize.minimize(method="L-BFGS-B")`` over the blocked NumPy pass of
+  :mod:`benchmarks.bench_pass` (2 threads, each half of the blocks with one BLAS thread), on the
+  same float32 data in this process's memory;
 * scikit-learn: ``LogisticRegression(solver="lbfgs", C=1/(2λN), fit_intercept=False)``, its
   whole ``fit``.
 
 The goal is scikit-learn's objective value ``f_sk``, evaluated with
 :func:`dsoftmax.objective.loss_and_grad` at its ``coef_`` on float64 data; a run reaches it at its
 first evaluation with objective ``<= f_sk·(1 + 1e-6)``, and stops there. Targets: dsoftmax's time
-to the goal is at most 0.5× scipy's and 0.15× scikit-learn's fit (medians); loading the data
-onto the workers takes no longer than one read of the store with Dask on the same cluster.
+from the store on disk to the goal, the load onto the workers included, is at most 0.6× scipy's
+and 0.15× scikit-learn's fit with the data already in memory for both (medians); loading the
+data onto the workers takes no longer than one read of the store with Dask on the same cluster.
 
 Run ``python -m benchmarks.bench_optimum [--quick]`` from the repository root.
 """
@@ -34,12 +36,13 @@ import numpy as np
 
 from dsoftmax.objective import Params, block_sums, finalize, sum_blocks
 
-from .bench_pass import naive_loss_and_grad
+from .bench_pass import blocked_pass
 from .common import (
     Section,
     Timing,
     Verdict,
     bench_main,
+    connect,
     markdown_table,
     plural,
     start_cluster,
@@ -61,9 +64,9 @@ __all__ = [
 ]
 
 NAME = "optimum"
-#: Target 2: dsoftmax's time to the goal ÷ scipy L-BFGS-B on NumPy, at most.
-THRESHOLD_SCIPY = 0.5
-#: Target 2: dsoftmax's time to the goal ÷ scikit-learn's fit, at most.
+#: Target 2: dsoftmax's load + time to the goal ÷ scipy L-BFGS-B on NumPy, at most.
+THRESHOLD_SCIPY = 0.6
+#: Target 2: dsoftmax's load + time to the goal ÷ scikit-learn's fit, at most.
 THRESHOLD_SKLEARN = 0.15
 #: Target 2: loading the data onto the workers ÷ one read of the store with Dask, at most.
 THRESHOLD_LOAD = 1.0
@@ -166,14 +169,20 @@ def _dsoftmax_run(engine: Any, config: OptimumConfig, goal: float, f_sklearn: fl
 
 
 def _scipy_run(
-    X: np.ndarray, y: np.ndarray, config: OptimumConfig, goal: float, f_sk: float
+    blocks: list[np.ndarray],
+    labels: list[np.ndarray],
+    config: OptimumConfig,
+    goal: float,
+    f_sk: float,
 ) -> _Run:
     import scipy.optimize
 
     shape, x0 = _flat(config)
 
     def loss_and_flat_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
-        loss, grad = naive_loss_and_grad(Params(x.reshape(shape), None), X, y, config.l2)
+        params = Params(x.reshape(shape), None)
+        sums = blocked_pass(params, blocks, labels, config.n_workers)
+        loss, grad = finalize(sums, params, config.l2)
         return loss, grad.coef.ravel()
 
     recorder = _Recorder(loss_and_flat_grad, goal, config.max_evals)
@@ -276,16 +285,17 @@ def run(config: OptimumConfig, workdir: Path) -> Section:
     workdir : Path
         A directory for the dataset (shared with the other benchmarks of a run).
     """
-    import distributed
 
     zero = Params(np.zeros((config.n_classes, config.n_features)), None)
-    with start_cluster(config.n_workers) as cluster, distributed.Client(cluster) as client:
+    with start_cluster(config.n_workers) as cluster, connect(cluster) as client:
         dataset, _ = teacher_dataset(
             workdir, config.n_samples, config.n_features, config.n_classes, config.chunk_rows,
             client,
         )  # fmt: skip
         X = dataset.X.compute(scheduler="threads")
         y = dataset.y.compute(scheduler="threads")
+        blocks = np.split(X, np.cumsum(dataset.chunk_rows)[:-1])
+        labels = np.split(y, np.cumsum(dataset.chunk_rows)[:-1])
 
         reads, loads, evaluations, commits = [], [], [], []
         engine = None
@@ -314,7 +324,7 @@ def run(config: OptimumConfig, workdir: Path) -> Section:
         with engine:
             for round_index in range(config.repeat):
                 runs["dsoftmax"].append(_dsoftmax_run(engine, config, goal, f_sklearn))
-                runs["scipy"].append(_scipy_run(X, y, config, goal, f_sklearn))
+                runs["scipy"].append(_scipy_run(blocks, labels, config, goal, f_sklearn))
                 if 0 < round_index < config.sklearn_repeat:
                     sklearn_times.append(_sklearn_fit(X, y, config)[0])
 
@@ -347,6 +357,7 @@ def _section(
 ) -> Section:
     dsoftmax, scipy_runs = _median_run(runs["dsoftmax"]), _median_run(runs["scipy"])
     read, load, commit = Timing(tuple(reads)), Timing(tuple(loads)), Timing(tuple(commits))
+    loaded = Timing(tuple(sorted(run.seconds + load.median for run in runs["dsoftmax"])))
 
     def row(name: str, timing: Timing, how: list[_Run] | None) -> list[str]:
         evals = "" if how is None else "/".join(str(r.n_evals) for r in how)
@@ -361,9 +372,11 @@ def _section(
         ["to scikit-learn's objective (1e-6 relative)", "median s", "min s", "max s",
          "evaluations", "best (f − f_sk)/f_sk", "÷ scipy", "÷ scikit-learn"],
         [
-            row(f"dsoftmax L-BFGS, {config.n_workers} workers (hold={hold!r})", dsoftmax,
-                runs["dsoftmax"]),
-            row("scipy L-BFGS-B on naive NumPy, in process", scipy_runs, runs["scipy"]),
+            row(f"dsoftmax, from the store: load + L-BFGS, {config.n_workers} workers "
+                f"(hold={hold!r})", loaded, runs["dsoftmax"]),
+            row("dsoftmax L-BFGS alone, blocks held", dsoftmax, runs["dsoftmax"]),
+            row(f"scipy L-BFGS-B on the blocked NumPy pass ({config.n_workers} threads), "
+                "in process", scipy_runs, runs["scipy"]),
             row(f"scikit-learn LogisticRegression(lbfgs).fit, in process "
                 f"({int(model.n_iter_[0])} iterations)", sklearn, None),
         ],
@@ -388,8 +401,8 @@ def _section(
             "on the goal (or gives up after "
             f"{config.max_evals} evaluations); {plural(config.repeat, 'round')} of dsoftmax and "
             f"scipy taking turns, {plural(len(sklearn.samples), 'scikit-learn fit')}. "
-            "Times exclude loading the data (in memory for scipy and scikit-learn, on the "
-            "workers for dsoftmax), reported below.",
+            "scipy and scikit-learn start from the data in this process's memory; dsoftmax's "
+            "first row adds the median load onto the workers (below) to each run.",
             "",
             table,
             "",
@@ -398,7 +411,7 @@ def _section(
             "The last row is the memory alone: a load keeps the bytes that a read lets go, "
             "and on a virtual machine whose memory is backed lazily, new memory is not free.",
             "",
-            f"Load + time to the goal for dsoftmax: {load.median + dsoftmax.median:.2f} s.",
+            f"Load + time to the goal for dsoftmax: {loaded.median:.2f} s.",
         ]
     )
     return Section(
@@ -406,11 +419,12 @@ def _section(
         title="2. Time to scikit-learn's optimum: L-BFGS",
         body=body,
         verdicts=[
-            Verdict("2 time to optimum", "dsoftmax ÷ scipy L-BFGS-B on NumPy (medians)",
-                    _ratio(dsoftmax.median, scipy_runs.median), THRESHOLD_SCIPY),
-            Verdict("2 time to optimum", "dsoftmax ÷ scikit-learn fit (medians)",
-                    _ratio(dsoftmax.median, sklearn.median), THRESHOLD_SKLEARN),
-            Verdict("2 load", "load onto the workers ÷ one read of the store (medians)",
+            Verdict("2 time to optimum",
+                    "dsoftmax, load included ÷ scipy L-BFGS-B on blocked NumPy (medians)",
+                    _ratio(loaded.median, scipy_runs.median), THRESHOLD_SCIPY),
+            Verdict("2 time to optimum", "dsoftmax, load included ÷ scikit-learn fit (medians)",
+                    _ratio(loaded.median, sklearn.median), THRESHOLD_SKLEARN),
+            Verdict("3 load", "load onto the workers ÷ one read of the store (medians)",
                     load.median / read.median, THRESHOLD_LOAD),
         ],
     )  # fmt: skip

@@ -12,7 +12,7 @@ a store whose uncompressed size is at least twice the cluster's total limit:
 * each worker's peak resident memory (sampled every 20 ms from this process, and the worker's
   own peak, VmHWM), and whether any worker was restarted (address and process id unchanged).
 
-Targets: the streamed pass takes at most 1.3× one read; no worker goes above its memory limit;
+Targets: the streamed pass takes at most 1.1× one read; no worker goes above its memory limit;
 no worker restarts.
 
 Part 2, a codec table on a smaller store: for zstd level 1 (dsoftmax's ``codec="zstd"``), zstd
@@ -42,6 +42,7 @@ from .common import (
     Timing,
     Verdict,
     bench_main,
+    connect,
     directory_bytes,
     markdown_table,
     measure_interleaved,
@@ -70,7 +71,7 @@ __all__ = [
 
 NAME = "out_of_core"
 #: Target 5: a streamed full pass ÷ one read of the store with Dask, at most.
-THRESHOLD_PASS = 1.3
+THRESHOLD_PASS = 1.1
 #: Codecs of the table, in order.
 CODECS = ("zstd-1", "zstd-3", "lz4", "blosc-lz4", "none")
 #: Storage bandwidths (bytes/s per worker) at which the codec table names the cheapest codec.
@@ -372,7 +373,6 @@ def run(config: OutOfCoreConfig, workdir: Path) -> Section:
         A directory for the datasets (shared with the other benchmarks of a run).
     """
     import dask
-    import distributed
     from sklearn.exceptions import ConvergenceWarning
 
     from dsoftmax import SoftmaxRegression
@@ -381,7 +381,7 @@ def run(config: OutOfCoreConfig, workdir: Path) -> Section:
     params = random_params(config.n_classes, config.n_features)
     limit = dask.utils.parse_bytes(config.memory_limit)
     cluster = start_cluster(config.n_workers, memory_limit=config.memory_limit)
-    with cluster, distributed.Client(cluster) as client:
+    with cluster, connect(cluster) as client:
         workers_before = worker_processes(client)
         dataset, make_seconds = teacher_dataset(
             workdir, config.n_samples, config.n_features, config.n_classes, config.chunk_rows,
@@ -395,10 +395,13 @@ def run(config: OutOfCoreConfig, workdir: Path) -> Section:
                 auto_hold = engine.hold
         peaks["read and streamed passes"] = sampler.peak
         fits = {}
+        # A batch straddles two windows of 3 chunks and a partial one each: 8 blocks, what
+        # workers of this limit hold for minibatches.
         estimators = {
             "sgd": SoftmaxRegression(
                 solver="sgd", max_iter=1, batch_size=config.sgd_batch_size, learning_rate=0.1,
-                hold_data="stream", client=client, random_state=0,
+                hold_data="stream", shuffle_window=3 * config.chunk_rows, client=client,
+                random_state=0,
             ),
             "lbfgs": SoftmaxRegression(
                 solver="lbfgs", max_iter=config.lbfgs_max_iter, hold_data="auto", client=client,

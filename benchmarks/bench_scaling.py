@@ -38,6 +38,7 @@ from .common import (
     Timing,
     Verdict,
     bench_main,
+    connect,
     markdown_table,
     measure,
     start_cluster,
@@ -261,12 +262,11 @@ def _batches(config: ScalingConfig, batch_size: int, chunk_rows: tuple[int, ...]
 
 
 def _measure_cluster(n_workers: int, config: ScalingConfig, workdir: Path) -> dict[str, Timing]:
-    import distributed
 
     from dsoftmax.engine import DaskEngine
 
     params = random_params(config.n_classes, config.n_features)
-    with start_cluster(n_workers) as cluster, distributed.Client(cluster) as client:
+    with start_cluster(n_workers) as cluster, connect(cluster) as client:
         dataset, _ = teacher_dataset(
             workdir, config.n_samples, config.n_features, config.n_classes, config.chunk_rows,
             client,

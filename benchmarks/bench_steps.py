@@ -30,6 +30,7 @@ from .common import (
     Timing,
     Verdict,
     bench_main,
+    connect,
     markdown_table,
     measure_interleaved,
     start_cluster,
@@ -168,7 +169,7 @@ def run(config: StepsConfig, workdir: Path) -> Section:
 
     params = random_params(config.n_classes, config.n_features)
     rows = minibatch_rows(config)
-    with start_cluster(config.n_workers) as cluster, distributed.Client(cluster) as client:
+    with start_cluster(config.n_workers) as cluster, connect(cluster) as client:
         dataset, _ = teacher_dataset(
             workdir, config.n_samples, config.n_features, config.n_classes, config.chunk_rows,
             client,

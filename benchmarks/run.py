@@ -1,8 +1,11 @@
 """Run the benchmarks and write the report: ``python -m benchmarks.run [--quick] [--only NAMES]``.
 
-One benchmark per target of the performance issue, in this order: ``pass`` (1), ``optimum``
-(2), ``steps`` (3), ``epoch`` (4), ``out_of_core`` (5), ``wide`` (6), ``scaling`` (7). Each starts
-its own local cluster; datasets go to one temporary directory, shared, and removed at the end.
+One benchmark per target, in this order: ``pass`` (1), ``optimum`` (2), ``steps`` (3),
+``epoch`` (4), ``out_of_core`` (5), ``wide`` (6), ``scaling`` (7), ``half`` (8, half-precision
+storage), ``grid`` (9, a regularization grid), ``sparse`` (10, sparse features) and
+``end_to_end`` (11, Parquet to test accuracy with the ``dsoftmax`` command against a
+scikit-learn script). Each starts its own cluster or processes; datasets go to one temporary
+directory, shared, and removed at the end.
 
 Where the report goes (``--out PATH`` overrides; the plot goes beside it, as ``.png``):
 
@@ -28,11 +31,15 @@ from pathlib import Path
 from types import ModuleType
 
 from . import (
+    bench_end_to_end,
     bench_epoch,
+    bench_grid,
+    bench_half,
     bench_optimum,
     bench_out_of_core,
     bench_pass,
     bench_scaling,
+    bench_sparse,
     bench_steps,
     bench_wide,
 )
@@ -56,6 +63,10 @@ BENCHMARKS: dict[str, ModuleType] = {
         bench_out_of_core,
         bench_wide,
         bench_scaling,
+        bench_half,
+        bench_grid,
+        bench_sparse,
+        bench_end_to_end,
     )
 }
 

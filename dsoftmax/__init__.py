@@ -7,9 +7,9 @@ The public names are imported on first use, so ``dsoftmax --help`` does not pay 
 Dask, Zarr and scikit-learn.
 """
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+
+from .lazy import lazy_names
 
 try:
     __version__ = version("dsoftmax")
@@ -26,9 +26,10 @@ _PUBLIC = {
     "write_array": "data",
     "write_dataset": "data",
     "SoftmaxRegression": "estimator",
-    "convert_csv": "convert",
-    "convert_parquet": "convert",
-    "convert_svmlight": "convert",
+    "SoftmaxRegressionCV": "estimator_cv",
+    "convert_csv": "data.convert",
+    "convert_parquet": "data.convert",
+    "convert_svmlight": "data.convert",
     "plot_training": "plotting",
     "l2_from_sklearn_C": "objective",
     "l2_from_spark_reg_param": "objective",
@@ -37,13 +38,4 @@ _PUBLIC = {
 __all__ = ["__version__", *sorted(_PUBLIC)]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        value = getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dsoftmax' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = lazy_names(__name__, globals(), _PUBLIC)

@@ -7,7 +7,12 @@ Three ways to get a :class:`distributed.Client`, all through :func:`get_client`:
   client per address is made and kept for the life of the process, so repeated fits reuse it;
 * pass nothing: the active client (``with Client(...)``, the most recent ``Client(...)``, or the
   worker's client inside a task) is used; without one, a :class:`distributed.LocalCluster` is
-  started once per process, bound to ``127.0.0.1`` only, and closed when the interpreter exits.
+  started once per process (:func:`local_client`), bound to ``127.0.0.1`` only, and closed when
+  the interpreter exits.
+
+The workers of a local cluster write their logs to this process's stderr from the level given
+to :func:`local_cluster` (Dask's default, WARNING, unless told otherwise); the command line
+raises it so that a failed task shows as its one-line error unless ``-v`` asks for the logs.
 
 Security: a plain ``tcp://`` link is neither encrypted nor authenticated, and anyone who can
 reach a scheduler can run code on its workers. Connecting to a host other than this machine
@@ -18,14 +23,18 @@ over ``tcp://`` logs a warning; use ``tls://`` with :func:`make_security` (or Da
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ipaddress
 import logging
+import signal
 import socket
 import ssl
 import threading
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
+import dask
 import dask.system
 import distributed
 import distributed.system
@@ -33,14 +42,18 @@ from dask.utils import format_bytes, parse_bytes
 from distributed.comm.addressing import parse_address, parse_host_port, unparse_address
 from distributed.security import Security
 
+from .validation import AT_LEAST_ONE, POSITIVE, is_integer, is_real
+
 __all__ = [
     "active_client",
     "close_local_cluster",
     "dashboard_link",
     "describe",
     "get_client",
+    "local_client",
     "local_cluster",
     "make_security",
+    "scheduler_lost",
 ]
 
 logger = logging.getLogger("dsoftmax")
@@ -53,6 +66,13 @@ MAX_DEFAULT_LOCAL_WORKERS = 4
 #: client process, which holds the model and receives the reduced sums.
 LOCAL_MEMORY_FRACTION = 0.8
 
+#: Environment of the workers dsoftmax starts. NumPy asks the kernel for transparent huge pages
+#: on large allocations; a worker that keeps hundreds of megabytes of blocks then stalls in the
+#: kernel's page compaction, and loading the blocks takes up to twice as long as reading them
+#: (docs/scaling.md, "Loading"). Passes are no slower without. The scripts of cluster/ set it for
+#: the workers they start.
+WORKER_ENVIRONMENT = {"NUMPY_MADVISE_HUGEPAGE": "0"}
+
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 _UNENCRYPTED_SCHEMES = frozenset({"tcp", "ws"})
 _CLOSED_STATES = frozenset({"closing", "closed"})
@@ -63,6 +83,8 @@ _clients_by_address: dict[str, distributed.Client] = {}
 _local_cluster: distributed.LocalCluster | None = None  # started by get_client(None)
 _local_client: distributed.Client | None = None
 _clusters_without_dashboard: weakref.WeakSet[distributed.LocalCluster] = weakref.WeakSet()
+#: (id of a client, link) → whether the scheduler answered the link with "not found".
+_dashboard_pages_missing: dict[tuple[int, str], bool] = {}
 _atexit_registered = False
 
 
@@ -112,7 +134,7 @@ def get_client(
     if isinstance(client, distributed.Client):
         return client
     if client is None:
-        return active_client() or _client_of_local_cluster()
+        return active_client() or local_client()
     if isinstance(client, str):
         return _client_for_address(client, security=security, timeout=timeout)
     raise TypeError(
@@ -127,6 +149,7 @@ def local_cluster(
     threads_per_worker: int = 1,
     memory_limit: str | int | None = "auto",
     dashboard: bool = True,
+    worker_log_level: int = logging.WARNING,
 ) -> distributed.LocalCluster:
     """Start a new cluster of worker processes on this machine, reachable from it only.
 
@@ -149,6 +172,10 @@ def local_cluster(
     dashboard : bool, default True
         Serve Dask's dashboard on a free port of ``127.0.0.1``. It needs ``bokeh``; without it,
         the dashboard is turned off (logged at INFO, no warning).
+    worker_log_level : int, default logging.WARNING
+        The level from which the workers' Dask logs (a failed task's "Compute Failed" record
+        and its traceback, for one) reach this process's stderr: ``LocalCluster``'s
+        ``silence_logs``. ``logging.CRITICAL`` keeps them off the terminal.
 
     Returns
     -------
@@ -165,22 +192,60 @@ def local_cluster(
     _check_positive_int("threads_per_worker", threads_per_worker)
     per_worker_memory = _per_worker_memory(memory_limit, n_workers)
     with_dashboard = dashboard and _bokeh_available()
-    if dashboard and not with_dashboard:
-        logger.info("Dask dashboard disabled: it needs bokeh (pip install bokeh).")
-    cluster = distributed.LocalCluster(
+    # Read by each nanny when it is made, and set before it spawns its worker (NumPy reads the
+    # variable when it is imported).
+    spawn_environment = {
+        **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
+        **WORKER_ENVIRONMENT,
+    }
+    with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_environment}),
+        _workers_ignore_interrupts(),
+    ):
+        cluster = _new_local_cluster(
+            n_workers, threads_per_worker, per_worker_memory, with_dashboard, worker_log_level
+        )
+    if not with_dashboard:
+        _clusters_without_dashboard.add(cluster)
+    return cluster
+
+
+def _new_local_cluster(
+    n_workers: int,
+    threads_per_worker: int,
+    memory_limit: int | str | None,
+    with_dashboard: bool,
+    worker_log_level: int,
+) -> distributed.LocalCluster:
+    return distributed.LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=True,
-        memory_limit=per_worker_memory,
+        memory_limit=memory_limit,
         host="127.0.0.1",
         # Even with the dashboard off the scheduler serves /health on an HTTP port: bind it to
         # loopback and a free port (the default, 8787, clashes between processes).
         dashboard_address="127.0.0.1:0",
         scheduler_kwargs={"dashboard": with_dashboard},
+        silence_logs=worker_log_level,
     )
-    if not with_dashboard:
-        _clusters_without_dashboard.add(cluster)
-    return cluster
+
+
+@contextlib.contextmanager
+def _workers_ignore_interrupts() -> Iterator[None]:
+    """Start worker processes that ignore SIGINT (an ignored signal stays ignored in a child).
+
+    A terminal sends Ctrl-C to every process of its foreground group, the workers of a local
+    cluster too: each would print a ``KeyboardInterrupt`` traceback, while this process, which
+    gets the interrupt as well, stops them itself. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def make_security(
@@ -246,8 +311,11 @@ def make_security(
 def dashboard_link(client: distributed.Client) -> str | None:
     """Return the URL of the scheduler's dashboard, or None when it serves none.
 
-    For a remote scheduler this is the HTTP port it advertises: without bokeh there, that
-    page only says how to install it.
+    A scheduler advertises its HTTP port whether or not it serves the dashboard there (``dask
+    scheduler --no-dashboard`` still serves ``/health``): the link is asked for once per
+    client, and a page that is not found means no dashboard. Without bokeh on the scheduler,
+    the page only says how to install it. When the page cannot be reached from here, the
+    advertised link is returned.
 
     Parameters
     ----------
@@ -266,11 +334,33 @@ def dashboard_link(client: distributed.Client) -> str | None:
     # template does not format (an unset variable, a stray brace): no link, never a crash.
     except (KeyError, AttributeError, ValueError, IndexError):
         return None
-    return link or None
+    if not link or _dashboard_page_missing(client, link):
+        return None
+    return link
+
+
+def _dashboard_page_missing(client: distributed.Client, link: str) -> bool:
+    """Whether the scheduler answers ``link`` with "not found" (its dashboard is off); asked
+    once per client."""
+    key = (id(client), link)
+    if key not in _dashboard_pages_missing:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(link, timeout=_PROBE_TIMEOUT):
+                missing = False
+        except urllib.error.HTTPError as error:
+            missing = error.code == 404
+        except (OSError, ValueError):  # unreachable from here, or not an http(s) link
+            missing = False
+        _dashboard_pages_missing[key] = missing
+    return _dashboard_pages_missing[key]
 
 
 def describe(client: distributed.Client) -> str:
-    """Summarize a cluster on one line: scheduler, workers, threads, memory, dashboard.
+    """Summarize a cluster on one line: scheduler, workers, threads, memory, dashboard (its
+    link, "disabled" when the scheduler serves none, or "none").
 
     Parameters
     ----------
@@ -290,12 +380,44 @@ def describe(client: distributed.Client) -> str:
         memory = "memory not limited"
     else:
         memory = f"{format_bytes(sum(limits))} memory"
-    link = dashboard_link(client) or "none"
+    link = dashboard_link(client) or (
+        "disabled (the scheduler serves none)" if _dashboard_disabled(client) else "none"
+    )
     return (
         f"scheduler {info.get('address', client.scheduler.address)}, "
         f"{_plural(len(workers), 'worker')}, {_plural(n_threads, 'thread')}, {memory}, "
         f"dashboard {link}"
     )
+
+
+def scheduler_lost(client: distributed.Client, timeout: float = _PROBE_TIMEOUT) -> bool:
+    """Whether ``client`` lost its scheduler: the client says so, or the scheduler's port
+    refuses a plain connection (a client notices a lost scheduler only after a while).
+
+    Parameters
+    ----------
+    client : distributed.Client
+    timeout : float
+        Seconds to wait for the connection.
+
+    Returns
+    -------
+    bool
+    """
+    if client.status not in ("running", "connecting"):
+        return True
+    try:
+        scheme, location = parse_address(client.scheduler.address)
+        host, port = parse_host_port(location)
+    except (AttributeError, ValueError, TypeError):
+        return False
+    if scheme not in ("tcp", "tls"):
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return False
+    except OSError:
+        return True
 
 
 def close_local_cluster() -> None:
@@ -323,7 +445,7 @@ def _silence_distributed_logs() -> None:
 def _quiet_workers_for_shutdown(client: distributed.Client) -> None:
     """Silence the Dask logs of the workers of a cluster this process started and is about to
     close: a worker whose heartbeat is in flight when the scheduler stops logs a traceback to
-    the command's stderr (seen on a loaded machine), though nothing went wrong."""
+    the command's stderr, though nothing went wrong."""
     try:
         client.run(_silence_distributed_logs)
     except Exception as error:  # the workers may already be gone: nothing to silence
@@ -341,14 +463,30 @@ def active_client() -> distributed.Client | None:
     return None if client.status in _CLOSED_STATES else client
 
 
-def _client_of_local_cluster() -> distributed.Client:
+def local_client(*, worker_log_level: int = logging.WARNING) -> distributed.Client:
+    """The client of the local cluster this process shares, started on the first call.
+
+    :func:`get_client` without a client or an address returns it when no client is active;
+    :func:`close_local_cluster` closes it (the interpreter's exit does too).
+
+    Parameters
+    ----------
+    worker_log_level : int, default logging.WARNING
+        The workers' log level, as in :func:`local_cluster`; it applies when this call starts
+        the cluster, not to one already running.
+
+    Returns
+    -------
+    distributed.Client
+    """
     global _local_cluster, _local_client, _atexit_registered
     with _lock:
         if _local_client is not None and _local_client.status not in _CLOSED_STATES:
             return _local_client
         close_local_cluster()  # one the user closed half-way (client or cluster)
-        cluster = local_cluster()
-        client = distributed.Client(cluster)
+        cluster = local_cluster(worker_log_level=worker_log_level)
+        # Direct to workers: the block servers' calls skip a hop through the scheduler.
+        client = distributed.Client(cluster, direct_to_workers=True)
         _local_cluster, _local_client = cluster, client
         if not _atexit_registered:
             # Registered after distributed's own exit hooks, so it runs before them.
@@ -368,7 +506,7 @@ def _client_for_address(
         raise ValueError(
             "scheduler address is empty. Pass e.g. 'tls://host:8786', or None for a local cluster."
         )
-    if not timeout > 0:
+    if not (is_real(timeout) and timeout in POSITIVE):
         raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}.")
     effective_security = security if security is not None else Security()
     address = _normalize_address(address.strip(), effective_security)
@@ -400,8 +538,16 @@ def _log_dashboard(client: distributed.Client, *, why_none: str) -> None:
     link = dashboard_link(client)
     if link:
         logger.info("Dask dashboard: %s", link)
-    else:
+    elif not _dashboard_disabled(client):  # a disabled one is said once, by describe()
         logger.info("Dask dashboard: none (%s)", why_none)
+
+
+def _dashboard_disabled(client: distributed.Client) -> bool:
+    """Whether the scheduler of ``client`` answered its dashboard link with "not found"
+    (e.g. ``dask scheduler --no-dashboard``)."""
+    return any(
+        missing for (owner, _), missing in _dashboard_pages_missing.items() if owner == id(client)
+    )
 
 
 def _normalize_address(address: str, security: Security) -> str:
@@ -563,7 +709,7 @@ def _per_worker_memory(memory_limit: str | int | None, n_workers: int) -> int | 
         return None
     if memory_limit == "auto":
         return int(LOCAL_MEMORY_FRACTION * distributed.system.MEMORY_LIMIT / n_workers)
-    if isinstance(memory_limit, bool) or not isinstance(memory_limit, int | str):
+    if not (is_integer(memory_limit) or isinstance(memory_limit, str)):
         raise TypeError(
             f"memory_limit must be 'auto', a size string such as '4GiB', a number of bytes or "
             f"None; got {type(memory_limit).__name__} {memory_limit!r}."
@@ -585,8 +731,8 @@ def _per_worker_memory(memory_limit: str | int | None, n_workers: int) -> int | 
 
 
 def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    if not (is_integer(value) and value in AT_LEAST_ONE):
+        raise ValueError(f"{name} must be a positive integer; got {value!r}. Pass e.g. 2.")
 
 
 def _bokeh_available() -> bool:

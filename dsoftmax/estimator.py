@@ -8,35 +8,42 @@ stores the fitted attributes. Predictions on Dask arrays or datasets stay lazy.
 from __future__ import annotations
 
 import logging
-import numbers
 import warnings
 from dataclasses import asdict, replace
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import objective
-from .checkpoint import Checkpoint, CheckpointManager, check_resumable
 from .data import Dataset
-from .engine import HOLD_CHOICES, DaskEngine, LocalEngine
-from .inputs import PreparedData, prepare_data
-from .modelfile import load_model, save_model
+from .data.inputs import PreparedData, prepare_data
+from .data.sparse import is_sparse
+from .defaults import DEFAULT_CHUNK_ROWS
+from .engine import DaskEngine, EngineProblem, LocalEngine
+from .engine.plan import block_bytes, fits_in_process
 from .objective import Params
-from .training import SOLVERS, CheckpointHook, TrainConfig, TrainingState, train
+from .persist import (
+    LOADABLE_HYPER_PARAMETERS,
+    Checkpoint,
+    CheckpointManager,
+    FittedModel,
+    ModelFileError,
+    check_resumable,
+    load_fitted_model,
+    save_fitted_model,
+)
+from .training import CheckpointHook, TrainConfig, TrainingState, train
+from .validation import check_hyper_parameters, is_integer, seed_of
 
 logger = logging.getLogger("dsoftmax")
 
 __all__ = ["SoftmaxRegression"]
-
-_SCHEDULES = ("constant", "inverse_scaling", "step_decay", "cosine")
-#: Rows per block when a NumPy array is spread over a cluster (keeps each task under ~8 MB).
-_NUMPY_BLOCK_BYTES = 8 * 1024 * 1024
 
 
 def _uses_minibatches(model: SoftmaxRegression) -> bool:
@@ -92,7 +99,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         weights), as scikit-learn does.
     random_state : int, RandomState or None, default=None
         Seed of the minibatch order and of the validation split. The same seed gives the same
-        weights on any number of workers.
+        weights on any number of workers, whether the rows are held or streamed.
+    shuffle_window : int or None, default=None
+        sgd/adam: None shuffles all rows of an epoch together. An int ``W`` cuts the rows into
+        windows of ``W`` consecutive rows, visited in a random order, each shuffled within: a
+        batch then reads one or two windows, which data streamed from the store needs
+        (``hold_data="stream"``, or ``"auto"`` on data larger than half the workers' memory);
+        a few chunks' worth, e.g. 262144 rows, is usual. The weights depend on it, never on
+        how the rows are held.
     warm_start : bool, default=False
         Start ``fit`` from the previous solution.
     client : distributed.Client, str or None, default=None
@@ -100,13 +114,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         the active Dask client if there is one; otherwise NumPy input is fitted in this process and
         Dask or Zarr input on a local cluster started once per process.
     chunk_rows : int, default=65536
-        Rows per block for NumPy input.
+        Rows per block for NumPy input, in this process and on a cluster alike.
     hold_data : {"auto", "memory", "stream"}, default="auto"
         Where the rows live during a fit on a cluster. ``"memory"``: read once and kept in the
         workers' memory (fastest; the data must fit). ``"stream"``: every full pass reads the
         chunks from the store and drops them, so any size trains within bounded worker memory;
-        sgd/adam then draw minibatches group of chunks by group of chunks (shuffled chunk order,
-        rows shuffled within a group) so that each chunk is read about once per epoch.
+        sgd/adam then need ``shuffle_window``, so that each chunk is read about once per epoch.
         ``"auto"``: memory when the data takes at most half of the workers' memory limits,
         else stream. Dask arrays already persisted in the cluster's memory are held where they
         are (``"stream"`` is refused for them). Ignored for fits in this process (NumPy input
@@ -127,7 +140,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     coef_ : ndarray of shape (n_classes, n_features)
+        float32 when the training features are float32, else float64 (as in scikit-learn).
     intercept_ : ndarray of shape (n_classes,)
+        The dtype of ``coef_``.
     classes_ : ndarray of shape (n_classes,)
         Original label values (strings allowed).
     n_features_in_ : int
@@ -166,9 +181,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         n_iter_no_change: int = 5,
         class_weight: Any = None,
         random_state: Any = None,
+        shuffle_window: int | None = None,
         warm_start: bool = False,
         client: Any = None,
-        chunk_rows: int = 65536,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
         hold_data: str = "auto",
         checkpoint_dir: str | None = None,
         checkpoint_every: int | None = None,
@@ -191,6 +207,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.class_weight = class_weight
         self.random_state = random_state
+        self.shuffle_window = shuffle_window
         self.warm_start = warm_start
         self.client = client
         self.chunk_rows = chunk_rows
@@ -201,9 +218,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.storage_options = storage_options
         self.verbose = verbose
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
     # ------------------------------------------------------------------ fitting
     def fit(
-        self, X: Any, y: Any = None, sample_weight: Any = None, *, resume: bool = False
+        self, X: Any, y: Any = None, sample_weight: Any = None, *, resume: bool | int = False
     ) -> SoftmaxRegression:
         """Fit the model.
 
@@ -214,10 +236,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         y : array-like of shape (n_samples,), optional
             Class labels of any type; or probability rows of shape (n_samples, n_classes).
         sample_weight : array-like of shape (n_samples,), optional
-        resume : bool, default=False
-            Continue from the newest checkpoint in ``checkpoint_dir`` (start afresh when there is
-            none). sgd/adam then end with the same weights, bit for bit, as an uninterrupted fit;
-            L-BFGS restarts its curvature memory from the checkpointed weights.
+        resume : bool or int, default=False
+            True: continue from the newest valid checkpoint in ``checkpoint_dir`` (damaged ones
+            are skipped with a warning naming each; start afresh when there is none). A step
+            number: continue from the checkpoint of that step. sgd/adam then end with the same
+            weights, bit for bit, as an uninterrupted fit; L-BFGS restarts its curvature memory
+            from the checkpointed weights.
 
         Returns
         -------
@@ -239,12 +263,22 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return self
 
     def _checkpointing(
-        self, data: PreparedData, config: TrainConfig, resume: bool
+        self, data: PreparedData, config: TrainConfig, resume: bool | int
     ) -> tuple[TrainConfig, TrainingState | None, CheckpointHook | None]:
         """The config, the state to resume from and the checkpoint hook of a fit."""
+        if (
+            resume is not True
+            and resume is not False
+            and (not is_integer(resume) or resume < 0)
+        ):
+            raise TypeError(
+                f"resume must be True, False or the step number of a checkpoint, got {resume!r}."
+            )
         if self.checkpoint_dir is None:
-            if resume:
-                raise ValueError("resume=True needs checkpoint_dir: where the checkpoints are.")
+            if resume is not False:
+                raise ValueError(
+                    f"resume={resume!r} needs checkpoint_dir: where the checkpoints are."
+                )
             return config, None, None
         manager = CheckpointManager(
             self.checkpoint_dir,
@@ -252,17 +286,20 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             storage_options=self.storage_options,
         )
         description = data.describe()
-        found = manager.latest() if resume else None
-        if not resume and manager.steps():
+        if resume is False and manager.steps():
             raise ValueError(
                 f"checkpoint_dir {self.checkpoint_dir!r} already holds checkpoints (newest: step "
                 f"{manager.steps()[-1]}); pass resume=True to continue that fit, or use an empty "
                 "directory. Nothing was changed."
             )
+        if resume is False:
+            found = None
+        else:  # the newest valid checkpoint, or the one of the step asked for
+            found = manager.latest() if resume is True else manager.load(int(resume))
         if found is not None:
-            if self.random_state is None:
+            if self.random_state is None and "random_state" in found.config:
                 # The seed of the interrupted fit, drawn at random then, decides the batches.
-                config = replace(config, random_state=int(found.config["random_state"]))
+                config = replace(config, random_state=found.config["random_state"])
             check_resumable(found, description, asdict(config), manager.directory)
             logger.info(
                 "dsoftmax: resuming from step %d in %s", found.state.step, manager.directory
@@ -331,14 +368,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             )
         engine = self._make_engine(data)
         try:
-            class_weight = self._class_weight_vector(data, engine)
-            engine.class_weight = class_weight
+            _check_streamed_minibatches(engine, config)
+            problem = EngineProblem(engine, config.l2, self._class_weight_vector(data))
             params = self._initial_params(data, warm)
             result = train(
-                engine,
+                problem,
                 params,
                 config,
-                float32_data=data.dtype == np.float32,
+                float32_data=data.dtype.itemsize <= 4,
                 optimizer_state=optimizer_state,
                 start_epoch=epoch,
                 resume=resume,
@@ -351,17 +388,26 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def _store_result(
         self, data: PreparedData, result: Any, *, partial: bool, first_epoch: bool
     ) -> None:
-        """Set the fitted attributes; ``partial_fit`` extends the curves instead of resetting."""
+        """Set the fitted attributes; ``partial_fit`` extends the curves instead of resetting.
+
+        ``coef_`` and ``intercept_`` take the dtype of the training features (float32 or
+        float64), as scikit-learn's estimators do; the fit's float64 result is kept privately,
+        so that a warm start or the next ``partial_fit`` continues from it unrounded.
+        """
         accumulate = partial and not first_epoch
         params = result.params
         intercept = params.intercept
         if intercept is not None:
             # Softmax is unchanged by a constant added to every class's intercept: center it.
             intercept = intercept - intercept.mean()
-        self.coef_ = np.asarray(params.coef, dtype=np.float64)
-        self.intercept_ = (
+        coef = np.asarray(params.coef, dtype=np.float64)
+        intercept = (
             np.zeros(data.n_classes) if intercept is None else np.asarray(intercept, np.float64)
         )
+        self._fitted_float64 = Params(coef, intercept)
+        dtype = np.float32 if data.dtype.itemsize <= 4 else np.float64
+        self.coef_ = coef.astype(dtype, copy=False)
+        self.intercept_ = intercept.astype(dtype, copy=False)
         self.classes_ = data.classes
         self.n_features_in_ = data.n_features
         previous = getattr(self, "loss_curve_", []) if accumulate else []
@@ -373,28 +419,53 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         # partial_fit runs one epoch by design: not converging there is no news.
         if not result.converged and not partial:
             warnings.warn(
-                f"{self.solver} did not converge in max_iter={self.max_iter} "
+                f"{self.solver} failed to converge in max_iter={self.max_iter} "
                 f"{'iterations' if self.solver == 'lbfgs' else 'epochs'}"
-                f"{': ' + result.message if result.message else ''}; increase max_iter or tol.",
+                f"{': ' + result.message if result.message else ''}; increase max_iter or tol"
+                f"{', or standardize the features' if self.solver == 'lbfgs' else ''}.",
                 ConvergenceWarning,
                 stacklevel=3,
             )
 
-    def _make_engine(self, data: PreparedData) -> Any:
-        client = _resolve_client(self.client, needs_cluster=data.is_lazy)
-        if client is None:
+    def _make_engine(self, data: PreparedData, folds: np.ndarray | None = None) -> Any:
+        """The engine of a fit: in this process for NumPy input, and for Dask input that fits
+        this machine's memory, when no Dask client is given or active; else on the cluster.
+        The load pass of Dask input also checks the values (``data.stats``). ``folds``: the
+        rows' fold codes of a cross-validated grid, held with the blocks."""
+        client = _resolve_client(self.client, needs_cluster=False)
+        if client is None and data.is_lazy:
+            arrays = (data.X, data.labels, data.sample_weight)
+            fits, reason = fits_this_process(*arrays, self.hold_data)
+            logger.info("dsoftmax: %s", reason)
+            if not fits:
+                client = _resolve_client(None, needs_cluster=True)
+        if client is None and not data.is_lazy:
             return LocalEngine(
-                data.X, data.labels, data.sample_weight, chunk_rows=int(self.chunk_rows)
-            )
-        X, labels, weights = data.as_dask(_numpy_block_rows(data))
-        engine = DaskEngine(client, X, labels, weights, hold=self.hold_data)
-        stats = engine.block_stats(data.n_classes)
-        from .data import combine_stats
+                data.X, data.labels, data.sample_weight, chunk_rows=int(self.chunk_rows),
+                folds=folds,
+            )  # fmt: skip
+        X, labels, weights = data.as_dask(int(self.chunk_rows))
+        if folds is not None:
+            folds = da.from_array(folds, chunks=(X.chunks[0],))
+        if client is None:
+            engine = LocalEngine(X, labels, weights, progress=self.verbose > 0, folds=folds)
+        else:
+            engine = DaskEngine(
+                client, X, labels, weights, hold=self.hold_data, n_classes=data.n_classes,
+                folds=folds,
+            )  # fmt: skip
+            engine.show_load(self.verbose > 0)
+        try:
+            stats = engine.block_stats(data.n_classes)
+            from .data import combine_stats
 
-        data.stats = combine_stats(stats, data.name)
+            data.stats = combine_stats(stats, data.name)
+        except BaseException:
+            engine.close()
+            raise
         return engine
 
-    def _class_weight_vector(self, data: PreparedData, engine: Any) -> np.ndarray | None:
+    def _class_weight_vector(self, data: PreparedData) -> np.ndarray | None:
         if self.class_weight is None:
             return None
         if isinstance(self.class_weight, str):
@@ -418,12 +489,17 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def _initial_params(self, data: PreparedData, warm: bool) -> Params:
         if warm:
-            return Params(self.coef_.copy(), self.intercept_.copy() if self.fit_intercept else None)
+            # A loaded model has only its public weights to start from.
+            coef, intercept = getattr(self, "_fitted_float64", (self.coef_, self.intercept_))
+            return Params(
+                np.array(coef, dtype=np.float64),
+                np.array(intercept, dtype=np.float64) if self.fit_intercept else None,
+            )
         coef = np.zeros((data.n_classes, data.n_features))
         return Params(coef, np.zeros(data.n_classes) if self.fit_intercept else None)
 
     def _train_config(self) -> TrainConfig:
-        _check_hyper_parameters(self)
+        check_hyper_parameters(self.get_params(deep=False))
         return TrainConfig(
             solver=self.solver,
             l2=float(self.l2),
@@ -437,7 +513,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             early_stopping=bool(self.early_stopping),
             validation_fraction=float(self.validation_fraction),
             n_iter_no_change=int(self.n_iter_no_change),
-            random_state=_seed_of(self.random_state),
+            random_state=seed_of(self.random_state),
+            shuffle_window=None if self.shuffle_window is None else int(self.shuffle_window),
             verbose=int(self.verbose),
         )
 
@@ -463,8 +540,14 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         params = Params(self.coef_, self.intercept_)
         if isinstance(X, da.Array):
             return X.map_blocks(
-                _block_logits, params, dtype=X.dtype, chunks=(X.chunks[0], (len(self.classes_),))
+                _block_logits,
+                params,
+                dtype=X.dtype,
+                chunks=(X.chunks[0], (len(self.classes_),)),
+                meta=np.empty((0, 0), dtype=X.dtype),
             )
+        if is_sparse(X):
+            return _sparse_logits(params, X)
         return objective.decision_function(params, X)
 
     def predict_log_proba(self, X: Any) -> Any:
@@ -491,19 +574,20 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(logits, axis=1)]
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
-        """Mean (weighted) accuracy; a Dataset brings its own labels."""
+        """Mean (weighted) accuracy; a Dataset brings its own labels. Labels the model does
+        not know count as wrong predictions."""
+        check_is_fitted(self)
         if isinstance(X, Dataset):
             if y is not None:
                 raise ValueError("pass either a Dataset or (X, y), not both.")
             y = _dataset_labels(X)
             sample_weight = X.sample_weight if sample_weight is None else sample_weight
-        predicted = self.predict(X)
-        correct = predicted == y
-        if sample_weight is None:
-            value = correct.mean()
-        else:
-            value = (correct * sample_weight).sum() / sample_weight.sum()
-        return float(value.compute() if hasattr(value, "compute") else value)
+        X = self._features(X)
+        X, y, sample_weight = _same_kind(X, y, sample_weight)
+        client = _resolve_client(self.client, needs_cluster=False) if _is_lazy(X) else None
+        from .evaluation import accuracy
+
+        return accuracy(self, X, y, sample_weight, client=client)
 
     def _features(self, X: Any) -> Any:
         if isinstance(X, Dataset):
@@ -516,7 +600,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             return X.rechunk({1: -1}) if len(X.chunks[1]) > 1 else X
         from sklearn.utils.validation import validate_data
 
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return validate_data(
+            self, X, reset=False, accept_sparse="csr", dtype=[np.float64, np.float32, np.float16]
+        )
 
     def export_sklearn(self) -> Any:
         """A fitted ``sklearn.linear_model.LogisticRegression`` with the same predictions.
@@ -545,53 +631,64 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------- persistence
     def save(self, path: str, *, storage_options: dict | None = None) -> None:
-        """Save the fitted model to ``path`` (directory or fsspec URL) without pickle."""
+        """Save the fitted model to ``path`` (directory or fsspec URL) without pickle.
+
+        An existing model there is replaced whole or not at all; concurrent saves to one local
+        path take turns. ``client``, ``storage_options`` and ``checkpoint_dir`` are not saved.
+        """
         check_is_fitted(self)
-        classes = self.classes_
-        manifest = {
-            "params": _json_params(self.get_params()),
-            "classes": classes.tolist(),
-            "classes_dtype": classes.dtype.str if classes.dtype.kind != "O" else "object",
-            "n_features_in": int(self.n_features_in_),
-            "n_iter": int(self.n_iter_),
-            "loss_curve": [float(v) for v in self.loss_curve_],
-            "validation_scores": self.validation_scores_,
-        }
-        save_model(
-            path,
-            {"coef": self.coef_, "intercept": self.intercept_},
-            manifest,
-            storage_options=storage_options,
+        fitted = FittedModel(
+            params=_json_params(self.get_params()),
+            classes=self.classes_,
+            coef=self.coef_,
+            intercept=self.intercept_,
+            n_iter=int(self.n_iter_),
+            loss_curve=[float(v) for v in self.loss_curve_],
+            validation_scores=self.validation_scores_,
         )
+        save_fitted_model(path, fitted, storage_options=storage_options)
 
     @classmethod
     def load(cls, path: str, *, storage_options: dict | None = None) -> SoftmaxRegression:
-        """Load a model saved by :meth:`save`; nothing in the file is executed."""
-        arrays, manifest = load_model(path, storage_options=storage_options)
-        model = cls(**manifest.get("params", {}))
-        classes_dtype = manifest["classes_dtype"]
-        model.classes_ = np.asarray(
-            manifest["classes"], dtype=object if classes_dtype == "object" else classes_dtype
-        )
-        model.coef_ = arrays["coef"]
-        model.intercept_ = arrays["intercept"]
-        expected = (len(model.classes_), int(manifest["n_features_in"]))
-        if model.coef_.shape != expected or model.intercept_.shape != expected[:1]:
-            from .modelfile import ModelFileError
+        """Load a model saved by :meth:`save`; nothing in the file is executed.
 
+        Only the hyper-parameters of :data:`dsoftmax.persist.LOADABLE_HYPER_PARAMETERS` are
+        taken from the file, checked as the constructor's are; anything else in it, or any
+        damage, raises :class:`dsoftmax.persist.ModelFileError`.
+        """
+        fitted = load_fitted_model(path, storage_options=storage_options)
+        model = cls(**fitted.params)
+        try:
+            check_hyper_parameters(model.get_params(deep=False))
+        except (TypeError, ValueError) as error:
             raise ModelFileError(
-                f"{path!r}: coef has shape {model.coef_.shape} and intercept "
-                f"{model.intercept_.shape}, but the manifest says {expected[0]} classes and "
-                f"{expected[1]} features."
-            )
-        model.n_features_in_ = expected[1]
-        model.n_iter_ = int(manifest.get("n_iter", 0))
-        model.loss_curve_ = list(manifest.get("loss_curve", []))
-        model.validation_scores_ = list(manifest.get("validation_scores", []))
+                f"the model file {path!r} holds a refused setting: {error}"
+            ) from None
+        model.classes_ = fitted.classes
+        model.coef_ = fitted.coef
+        model.intercept_ = fitted.intercept
+        model.n_features_in_ = fitted.coef.shape[1]
+        model.n_iter_ = fitted.n_iter
+        model.loss_curve_ = fitted.loss_curve
+        model.validation_scores_ = fitted.validation_scores
         return model
 
 
 # ---------------------------------------------------------------------- helpers
+def fits_this_process(
+    X: Any, labels: Any, sample_weight: Any, hold_data: str
+) -> tuple[bool, str]:
+    """Whether a fit without a cluster holds these Dask arrays in this process (in threads)
+    rather than on a local cluster, and why: when they fit this machine's available memory
+    (:func:`dsoftmax.engine.plan.fits_in_process`) and streaming was not asked for."""
+    if hold_data == "stream":
+        return False, "on a local cluster: hold_data='stream' streams the rows from the store"
+    import psutil
+
+    data_bytes = sum(block_bytes(X.chunks[0], X, labels, sample_weight))
+    return fits_in_process(data_bytes, psutil.virtual_memory().available)
+
+
 def _resolve_client(client: Any, *, needs_cluster: bool) -> Any:
     """The Dask client to use, or None for in-process fitting of in-memory data."""
     from . import cluster
@@ -604,9 +701,57 @@ def _resolve_client(client: Any, *, needs_cluster: bool) -> Any:
     return cluster.get_client(None)
 
 
-def _numpy_block_rows(data: PreparedData) -> int:
-    row_bytes = max(1, data.n_features * data.dtype.itemsize)
-    return max(1024, _NUMPY_BLOCK_BYTES // row_bytes)
+def _is_lazy(array: Any) -> bool:
+    return isinstance(array, da.Array)
+
+
+def _same_kind(X: Any, y: Any, sample_weight: Any) -> tuple[Any, Any, Any]:
+    """Labels and weights as Dask arrays with the row chunks of a Dask ``X``; as NumPy arrays
+    of matching length for NumPy ``X``."""
+    from sklearn.utils import check_consistent_length
+
+    if not _is_lazy(X):
+        y = np.asarray(y.compute() if _is_lazy(y) else y)
+        if sample_weight is not None:
+            sample_weight = np.asarray(
+                sample_weight.compute() if _is_lazy(sample_weight) else sample_weight,
+                dtype=np.float64,
+            )
+        check_consistent_length(X, y, sample_weight)
+        return X, y, sample_weight
+    rows = X.chunks[0]
+    y = da.asarray(y).rechunk({0: rows}) if _is_lazy(y) else da.from_array(np.asarray(y), (rows,))
+    if sample_weight is not None:
+        weights = sample_weight if _is_lazy(sample_weight) else np.asarray(sample_weight)
+        sample_weight = da.asarray(weights).astype(np.float64).rechunk({0: rows})
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
+    return X, y, sample_weight
+
+
+def _check_streamed_minibatches(engine: Any, config: TrainConfig) -> None:
+    """Refuse, before the first step, minibatches that would read every chunk at every step."""
+    if config.solver == "lbfgs" or getattr(engine, "hold", "memory") != "stream":
+        return
+    data_bytes = dask.utils.format_bytes(sum(engine.block_bytes))
+    if config.shuffle_window is None:
+        raise ValueError(
+            f"the data ({data_bytes}) is streamed from the store at each pass "
+            f"(hold_data={engine.hold!r}: it takes more than half of the workers' memory, or "
+            "hold_data='stream' was asked for), and minibatches drawn from all rows would read "
+            "every chunk at every step. Set shuffle_window (rows per shuffle window, e.g. "
+            "262144) so that each chunk is read about once per epoch, or give the workers "
+            "more memory."
+        )
+    widest = max(engine.chunk_rows)
+    # A batch straddles at most two windows, each over its own blocks and a partial one.
+    touched = min(2 * (-(-config.shuffle_window // widest) + 1), len(engine.chunk_rows))
+    if touched > engine.window:
+        raise ValueError(
+            f"shuffle_window={config.shuffle_window} rows spans up to {touched} blocks of "
+            f"{widest} rows per batch, but the workers can hold {engine.window} blocks for "
+            f"minibatches; use shuffle_window <= {max(1, (engine.window // 2 - 1) * widest)}."
+        )
 
 
 def _dataset_labels(dataset: Dataset) -> da.Array:
@@ -618,18 +763,32 @@ def _labels_of_ids(ids: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return classes[ids]
 
 
-def _block_logits(X: np.ndarray, params: Params, block_info: dict | None = None) -> np.ndarray:
+def _sparse_logits(params: Params, X: Any) -> np.ndarray:
+    """Logits of sparse rows, by the sparse kernel: the logits its evaluations count."""
+    from .kernels import sparse
+
+    return sparse.decision_function(params, X.tocsr())
+
+
+def _block_logits(X: Any, params: Params, block_info: dict | None = None) -> np.ndarray:
     """Logits of one block of lazy input; a non-finite feature raises, naming its row (NumPy
     input is checked by scikit-learn's validation instead)."""
-    finite = np.isfinite(X)
+    csr = X.tocsr() if is_sparse(X) else None
+    finite = np.isfinite(X if csr is None else csr.data)
     if not finite.all():
         row_start = block_info[0]["array-location"][0][0] if block_info else 0
-        first_row = row_start + int(np.argmin(finite.all(axis=1)))
+        if csr is None:
+            first_row = int(np.argmin(finite.all(axis=1)))
+        else:
+            first_row = int(np.searchsorted(csr.indptr, np.argmin(finite), side="right") - 1)
         raise ValueError(
-            f"X has {X.size - np.count_nonzero(finite)} non-finite value(s) (NaN or inf) in "
-            f"rows {row_start} to {row_start + X.shape[0] - 1}, first in row {first_row}; "
-            "predictions need finite features: drop or impute those rows."
+            f"X has {finite.size - np.count_nonzero(finite)} non-finite value(s) (NaN or inf) in "
+            f"rows {row_start} to {row_start + X.shape[0] - 1}, first in row "
+            f"{row_start + first_row}; predictions need finite features: drop or impute those "
+            "rows."
         )
+    if csr is not None:
+        return _sparse_logits(params, csr)
     return objective.decision_function(params, X)
 
 
@@ -637,79 +796,14 @@ def _block_predict(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return classes[np.argmax(logits, axis=1)]
 
 
-def _seed_of(random_state: Any) -> int:
-    if isinstance(random_state, numbers.Integral):
-        return int(random_state)
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-
-
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Hyper-parameters that survive a JSON round trip (the client does not travel)."""
-    # The client does not travel, storage options may hold credentials, and a loaded model must
-    # not inherit the checkpoint directory of the fit that made it (a refit would refuse it).
-    dropped = ("client", "storage_options", "checkpoint_dir")
-    out = {name: value for name, value in params.items() if name not in dropped}
+    """The hyper-parameters a model file stores: those a file may set
+    (:data:`dsoftmax.persist.LOADABLE_HYPER_PARAMETERS`), as JSON values."""
+    out = {name: params[name] for name in LOADABLE_HYPER_PARAMETERS if name in params}
+    out = {name: v.item() if isinstance(v, np.generic) else v for name, v in out.items()}
     if not isinstance(out.get("random_state"), (int, type(None))):
         out["random_state"] = None
     if isinstance(out.get("class_weight"), dict):
         out["class_weight"] = None
     return out
 
-
-def _check_number(
-    name: str,
-    value: Any,
-    *,
-    low: float,
-    high: float = np.inf,
-    low_open: bool = False,
-    high_open: bool = True,
-    integer: bool = False,
-) -> None:
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        expected = "an integer" if integer else "a number"
-        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__}).")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high or not np.isfinite(value):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}.")
-
-
-def _check_choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
-
-
-def _check_hyper_parameters(model: SoftmaxRegression) -> None:
-    """Refuse bad hyper-parameters with the parameter's name and its allowed range."""
-    _check_number("l2", model.l2, low=0.0)
-    _check_choice("solver", model.solver, SOLVERS)
-    _check_choice("lr_schedule", model.lr_schedule, _SCHEDULES)
-    _check_choice("hold_data", model.hold_data, HOLD_CHOICES)
-    _check_number("batch_size", model.batch_size, low=1, integer=True)
-    _check_number("learning_rate", model.learning_rate, low=0.0, low_open=True)
-    _check_number("momentum", model.momentum, low=0.0, high=1.0)
-    _check_number("max_iter", model.max_iter, low=1, integer=True)
-    _check_number("tol", model.tol, low=0.0)
-    _check_number(
-        "validation_fraction", model.validation_fraction, low=0.0, high=1.0, low_open=True
-    )
-    _check_number("n_iter_no_change", model.n_iter_no_change, low=1, integer=True)
-    _check_number("chunk_rows", model.chunk_rows, low=1, integer=True)
-    _check_number("verbose", model.verbose, low=0, integer=True)
-    _check_number("keep_checkpoints", model.keep_checkpoints, low=1, integer=True)
-    if model.checkpoint_every is not None:
-        _check_number("checkpoint_every", model.checkpoint_every, low=1, integer=True)
-    if model.nesterov and model.momentum == 0:
-        raise ValueError("nesterov=True needs momentum > 0 (got momentum=0).")
-    if (
-        model.class_weight is not None
-        and model.class_weight != "balanced"
-        and not isinstance(model.class_weight, dict)
-    ):
-        raise ValueError(
-            "class_weight must be None, 'balanced' or a dict {label: weight}, got "
-            f"{model.class_weight!r}."
-        )

@@ -1,9 +1,10 @@
-"""Evaluate a fitted model on a dataset: loss, accuracy, per-class report, confusion matrix.
+"""Evaluate a fitted model on data: loss, accuracy, per-class report, confusion matrix.
 
-The work runs block by block on the cluster (one task per chunk of rows, small sums added on
-the client), so datasets larger than memory are evaluated without collecting predictions. The
-same pass checks the values (:func:`dsoftmax.data.block_stats`): non-finite features, labels out
-of range and bad weights are reported by block and row instead of turning into a NaN loss.
+Evaluations run through an engine (:mod:`dsoftmax.engine`), with the same block evaluation as
+training: on the cluster when there is one, else in this process, block by block, so datasets
+larger than memory are evaluated without collecting predictions. The values are checked first
+(:func:`dsoftmax.data.block_stats`, where the rows are): non-finite features, labels out of
+range and bad weights are reported by block and row instead of turning into a NaN loss.
 
 The dataset may hold a subset of the model's classes (a small test set that lacks a rare
 class): its labels are matched to the model's classes by value, and the report covers every
@@ -12,95 +13,24 @@ class of the model.
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
-import dask
+import dask.array as da
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import BlockStats, block_stats, combine_stats
-from .objective import Params, decision_function, log_softmax
+from .data import combine_stats
+from .data.labels import encode_labels
+from .engine import DaskEngine, LocalEngine
+from .objective import Params
+from .sampling import rows_to_blocks
 
 __all__ = [
-    "BlockEvaluation",
+    "accuracy",
     "class_positions",
     "evaluate_model",
-    "evaluation_block_sums",
     "format_report",
 ]
-
-
-@dataclass(frozen=True, eq=False)
-class BlockEvaluation:
-    """What one block of rows contributes to a report.
-
-    Attributes
-    ----------
-    stats : dsoftmax.data.BlockStats
-        Row counts and value problems of the block; the sums below are zero when it has problems.
-    loss_sum : float
-        ``Σ_i w_i · cross-entropy_i`` (float64).
-    confusion : ndarray of shape (n_classes, n_classes)
-        Weighted counts; rows are true classes, columns predicted ones (model class order).
-    """
-
-    stats: BlockStats
-    loss_sum: float
-    confusion: np.ndarray
-
-
-def evaluation_block_sums(
-    X: np.ndarray,
-    labels: np.ndarray,
-    weights: np.ndarray | None,
-    params: Params,
-    class_positions: np.ndarray,
-    block_index: int,
-    row_start: int,
-) -> BlockEvaluation:
-    """Worker task: check one block's values, then its weighted loss sum and confusion matrix.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_rows, n_features)
-    labels : ndarray of shape (n_rows,) or (n_rows, n_dataset_classes)
-        Dataset class ids, or probability rows over the dataset's classes.
-    weights : ndarray of shape (n_rows,) or None
-    params : Params
-        ``coef`` (n_classes, n_features) and ``intercept`` (n_classes,) of the model.
-    class_positions : ndarray of shape (n_dataset_classes,)
-        Index in the model's classes of each dataset class.
-    block_index, row_start : int
-        Where the block lies, for messages.
-
-    Returns
-    -------
-    BlockEvaluation
-    """
-    n_classes = params.coef.shape[0]
-    stats = block_stats(X, labels, weights, len(class_positions), block_index, row_start)
-    if stats.problems:
-        # The client raises on the problems; NaN sums or an IndexError here would only hide them.
-        return BlockEvaluation(stats, 0.0, np.zeros((n_classes, n_classes)))
-    logits = decision_function(params, X)
-    log_probs = log_softmax(logits)
-    row_weights = np.ones(X.shape[0]) if weights is None else weights.astype(np.float64)
-    if labels.ndim == 1:
-        truth = class_positions[labels]
-        row_loss = -log_probs[np.arange(X.shape[0]), truth]
-    else:
-        truth = class_positions[np.argmax(labels, axis=1)]
-        row_loss = -np.einsum("ik,ik->i", labels, log_probs[:, class_positions])
-    # From the logits, as predict does: subtracting the log-sum-exp could round two close
-    # logits to a tie and flip the argmax.
-    predicted = np.argmax(logits, axis=1)
-    confusion = np.bincount(
-        truth * n_classes + predicted, weights=row_weights, minlength=n_classes * n_classes
-    ).reshape(n_classes, n_classes)
-    loss_sum = float(np.dot(row_loss.astype(np.float64), row_weights))
-    return BlockEvaluation(stats, loss_sum, confusion)
 
 
 def evaluate_model(
@@ -114,9 +44,9 @@ def evaluate_model(
         A fitted model; every class of the dataset must be one of ``model.classes_``.
     dataset : dsoftmax.data.Dataset
     client : distributed.Client, optional
-        Runs the block tasks on this cluster; the default Dask scheduler otherwise.
+        The cluster to evaluate on; the active Dask client when None, else this process.
     progress : bool, default False
-        Show a progress bar over blocks, with the running loss, when stderr is a terminal.
+        Show a progress bar over the evaluation's steps when stderr is a terminal.
 
     Returns
     -------
@@ -138,21 +68,67 @@ def evaluate_model(
             f"{dataset.n_features}. Evaluate on data with the features the model was trained on."
         )
     positions = class_positions(model.classes_, dataset.classes, dataset.url)
-    parts = _compute_with_progress(
-        _evaluation_tasks(Params(model.coef_, model.intercept_), positions, dataset),
-        client=client,
-        progress=progress,
-    )
-    stats = combine_stats([part.stats for part in parts], repr(dataset.url))
-    loss_sum = float(sum(part.loss_sum for part in parts))
-    confusion = np.sum([part.confusion for part in parts], axis=0)
+    n_classes = len(model.classes_)
+    labels = _in_model_classes(dataset.labels, positions, n_classes)
+    steps = tqdm(total=2, unit="pass", leave=False, disable=None if progress else True)
+    with steps, _engine(client, dataset.X, labels, dataset.sample_weight) as engine:
+        steps.set_description("checking values")
+        stats = combine_stats(engine.block_stats(n_classes), repr(dataset.url))
+        steps.update(1)
+        steps.set_description("evaluating")
+        totals = engine.report(Params(model.coef_, model.intercept_))
+        steps.update(1)
     report = _report(
-        loss_sum, confusion, np.asarray(model.classes_), stats.n_samples, stats.weight_sum
+        totals.loss_sum,
+        totals.confusion,
+        np.asarray(model.classes_),
+        stats.n_samples,
+        totals.weight_sum,
     )
     if dataset.sample_weight is None:
         for row in report["per_class"]:
             row["support"] = round(row["support"])
     return report
+
+
+def accuracy(
+    model: Any, X: Any, labels: Any, sample_weight: Any = None, *, client: Any = None
+) -> float:
+    """The (weighted) share of rows whose label ``predict`` gives; labels the model does not
+    know count as wrong predictions, as in scikit-learn's ``score``.
+
+    Parameters
+    ----------
+    model : SoftmaxRegression
+        A fitted model.
+    X : ndarray or dask.array.Array of shape (n_samples, n_features)
+        Validated features.
+    labels : ndarray or dask.array.Array of shape (n_samples,)
+        Original label values.
+    sample_weight : ndarray or dask.array.Array of shape (n_samples,), optional
+    client : distributed.Client, optional
+        Where to evaluate Dask input; this process when None.
+
+    Returns
+    -------
+    float
+    """
+    classes = np.asarray(model.classes_)
+    ids = encode_labels(labels, classes, unknown="mark")
+    known = ids < len(classes)
+    if isinstance(known, da.Array):
+        known_rows, total = _known_rows_and_weight(known, sample_weight, X.chunks[0])
+        ids = da.where(known, ids, 0)
+    else:
+        known_rows = np.flatnonzero(known)
+        total = float(len(ids) if sample_weight is None else np.sum(sample_weight))
+        ids = np.where(known, ids, 0)
+    if known_rows.size == 0:
+        return 0.0
+    with _engine(client, X, ids, sample_weight) as engine:
+        batch = rows_to_blocks(known_rows, engine.chunk_rows)
+        totals = engine.metrics(Params(model.coef_, model.intercept_), batch)
+    return totals.correct_sum / total
 
 
 def class_positions(model_classes: Any, dataset_classes: Any, url: str) -> np.ndarray:
@@ -190,54 +166,57 @@ def _plain(label: Any) -> Any:
     return label.item() if isinstance(label, np.generic) else label
 
 
-def _evaluation_tasks(params: Params, positions: np.ndarray, dataset: Any) -> list[Any]:
-    token = uuid.uuid4().hex
-    x_parts = dataset.X.to_delayed().ravel()
-    label_parts = dataset.labels.to_delayed().ravel()
-    weight_parts = (
-        [None] * len(x_parts)
-        if dataset.sample_weight is None
-        else dataset.sample_weight.to_delayed().ravel()
-    )
-    starts = np.concatenate([[0], np.cumsum(dataset.X.chunks[0])]).tolist()
-    task = dask.delayed(evaluation_block_sums, pure=True)
-    return [
-        task(
-            x,
-            labels,
-            weights,
-            params,
-            positions,
-            index,
-            starts[index],
-            dask_key_name=f"dsoftmax-evaluate-{token}-{index}",
-        )
-        for index, (x, labels, weights) in enumerate(
-            zip(x_parts, label_parts, weight_parts, strict=True)
-        )
-    ]
+def _engine(client: Any, X: Any, labels: Any, sample_weight: Any) -> Any:
+    """The engine of one evaluation: on ``client`` or the active client's cluster for Dask
+    input, else in this process (Dask input then read block by block)."""
+    if not isinstance(X, da.Array):
+        return LocalEngine(X, labels, sample_weight)
+    from .cluster import active_client
 
-
-def _compute_with_progress(
-    tasks: list[Any], *, client: Any, progress: bool
-) -> list[BlockEvaluation]:
+    client = client if client is not None else active_client()
     if client is None:
-        return list(dask.compute(*tasks))
-    from distributed import as_completed
+        return LocalEngine(X, labels, sample_weight, hold="stream")
+    return DaskEngine(client, X, labels, sample_weight, name="dsoftmax-evaluate")
 
-    futures = client.compute(tasks)
-    parts: dict[str, BlockEvaluation] = {}
-    loss_sum = weight_sum = 0.0
-    # disable=None: no bar when stderr is not a terminal.
-    bar = tqdm(total=len(futures), unit="block", leave=False, disable=None if progress else True)
-    with bar:
-        for future, part in as_completed(futures, with_results=True):
-            parts[future.key] = part
-            loss_sum += part.loss_sum
-            weight_sum += part.stats.weight_sum
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / max(weight_sum, 1e-300):.5g}")
-    return [parts[future.key] for future in futures]
+
+def _in_model_classes(labels: da.Array, positions: np.ndarray, n_classes: int) -> da.Array:
+    """A dataset's labels over the model's classes: class ids through ``positions`` (ids out of
+    the dataset's range stay out of the model's, for the value checks to report), probability
+    rows spread into the model's columns."""
+    if labels.ndim == 1:
+        return labels.map_blocks(_ids_in_model_classes, positions, n_classes, dtype=np.int64)
+    return labels.map_blocks(
+        _rows_in_model_classes,
+        positions,
+        n_classes,
+        dtype=labels.dtype,
+        chunks=(labels.chunks[0], (n_classes,)),
+    )
+
+
+def _ids_in_model_classes(ids: np.ndarray, positions: np.ndarray, n_classes: int) -> np.ndarray:
+    inside = (ids >= 0) & (ids < len(positions))
+    return np.where(inside, positions[np.where(inside, ids, 0)], n_classes).astype(np.int64)
+
+
+def _rows_in_model_classes(rows: np.ndarray, positions: np.ndarray, n_classes: int) -> np.ndarray:
+    spread = np.zeros((rows.shape[0], n_classes), dtype=rows.dtype)
+    spread[:, positions] = rows
+    return spread
+
+
+def _known_rows_and_weight(
+    known: da.Array, sample_weight: Any, chunks: tuple[int, ...]
+) -> tuple[np.ndarray, float]:
+    import dask
+
+    weights = (
+        known.shape[0]
+        if sample_weight is None
+        else da.asarray(sample_weight).rechunk({0: chunks}).sum()
+    )
+    rows, total = dask.compute(da.flatnonzero(known), weights)
+    return np.asarray(rows, dtype=np.int64), float(total)
 
 
 def _report(

@@ -45,19 +45,26 @@ import numpy as np
 
 __all__ = [
     "BlockMetrics",
+    "BlockReport",
     "BlockSums",
     "Params",
+    "PreparedParams",
     "add_metrics",
+    "add_reports",
     "add_sums",
     "block_metrics",
+    "block_report",
     "block_sums",
     "decision_function",
     "finalize",
     "iter_segment_sums",
     "l2_from_sklearn_C",
     "l2_from_spark_reg_param",
+    "labels_kind",
     "log_softmax",
     "loss_and_grad",
+    "prepare_params",
+    "report_of_logits",
     "segment_sums",
     "softmax",
     "sum_blocks",
@@ -107,11 +114,40 @@ class BlockSums(NamedTuple):
 
 
 class BlockMetrics(NamedTuple):
-    """Evaluation sums of one block: weighted loss, weighted correct predictions, weight."""
+    """Evaluation sums of one block of rows; add them with :func:`add_metrics`.
+
+    Attributes
+    ----------
+    loss_sum : float
+        ``Σ_i w_i · cross-entropy_i`` (no penalty).
+    correct_sum : float
+        ``Σ_i w_i`` over the rows whose most probable class is their label (for probability
+        rows: their argmax).
+    weight_sum : float
+        ``Σ_i w_i``.
+    """
 
     loss_sum: float
     correct_sum: float
     weight_sum: float
+
+
+class BlockReport(NamedTuple):
+    """What one block of rows contributes to an evaluation report; add with :func:`add_reports`.
+
+    Attributes
+    ----------
+    loss_sum : float
+        ``Σ_i w_i · cross-entropy_i`` (no penalty).
+    weight_sum : float
+        ``Σ_i w_i``.
+    confusion : ndarray of shape (n_classes, n_classes), float64
+        Weighted counts, true classes by rows and predicted classes by columns.
+    """
+
+    loss_sum: float
+    weight_sum: float
+    confusion: np.ndarray
 
 
 def l2_from_sklearn_C(C: float, n_samples: float) -> float:  # noqa: N802 - scikit-learn's name
@@ -146,23 +182,70 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return shifted
 
 
-def decision_function(params: Params, X: np.ndarray) -> np.ndarray:
-    """Logits ``Φ = X Wᵀ + b`` of shape (n_samples, n_classes), in the dtype of ``X``."""
-    coef = np.asarray(params.coef, dtype=X.dtype)
-    logits = X @ coef.T
-    if params.intercept is not None:
-        logits += np.asarray(params.intercept, dtype=X.dtype)
-    return logits
+def decision_function(params: Params | PreparedParams, X: np.ndarray) -> np.ndarray:
+    """Logits ``Φ = X Wᵀ + b`` of shape (n_samples, n_classes), in the dtype of ``X``.
+
+    The product is the one the block sums and metrics use (:func:`class_major_logits`), so a
+    prediction and the accuracy of an evaluation agree on every row, ties included.
+    Half-precision features compute in float32.
+    """
+    if X.dtype.itemsize < 4:
+        X = X.astype(np.float32)
+    return np.ascontiguousarray(class_major_logits(params, X).T)
 
 
 #: The classes are padded with zero rows of W to a multiple of this for the logits' product:
-#: OpenBLAS multiplies (rows × d)·(d × 16) about 3× faster than (rows × d)·(d × 10) and 8× faster
-#: than (10 × d)·(d × rows) (measured, float32, one thread); a block's whole pass gains ~17 %.
+#: OpenBLAS multiplies (rows × d)·(d × 16) several times faster than (rows × d)·(d × 10) or
+#: (10 × d)·(d × rows).
 LOGIT_CLASS_MULTIPLE = 16
 
 
-def _class_major_logits(
-    params: Params, X: np.ndarray, *, scratch: bool = False, bounds: np.ndarray | None = None
+class PreparedParams(NamedTuple):
+    """Parameters laid out for the logits' product, in the dtype of the data: built once per
+    evaluation (:func:`prepare_params`) and used for every block of it.
+
+    Attributes
+    ----------
+    padded_coef : ndarray of shape (n_padded, n_features)
+        ``W`` with zero rows appended up to a multiple of :data:`LOGIT_CLASS_MULTIPLE`.
+    intercept : ndarray of shape (n_classes, 1) or None
+        ``b`` as a column, for class-major logits.
+    n_classes : int
+    """
+
+    padded_coef: np.ndarray
+    intercept: np.ndarray | None
+    n_classes: int
+
+
+def prepare_params(params: Params | PreparedParams, dtype: np.dtype) -> PreparedParams:
+    """``params`` laid out and cast for data of ``dtype`` (prepared ones pass through when
+    their dtype matches)."""
+    dtype = np.dtype(dtype)
+    if isinstance(params, PreparedParams):
+        if params.padded_coef.dtype == dtype:
+            return params
+        return PreparedParams(
+            params.padded_coef.astype(dtype),
+            None if params.intercept is None else params.intercept.astype(dtype),
+            params.n_classes,
+        )
+    n_classes, n_features = params.coef.shape
+    n_padded = -(-n_classes // LOGIT_CLASS_MULTIPLE) * LOGIT_CLASS_MULTIPLE
+    padded = np.zeros((n_padded, n_features), dtype=dtype)
+    padded[:n_classes] = params.coef
+    intercept = (
+        None if params.intercept is None else np.asarray(params.intercept, dtype=dtype)[:, None]
+    )
+    return PreparedParams(padded, intercept, n_classes)
+
+
+def class_major_logits(
+    params: Params | PreparedParams,
+    X: np.ndarray,
+    *,
+    scratch: bool = False,
+    bounds: np.ndarray | None = None,
 ) -> np.ndarray:
     """Logits laid out as ``W Xᵀ + b`` (n_classes, rows): the softmax then reduces over
     contiguous rows of length ``rows`` instead of over tiny rows of length n_classes.
@@ -172,11 +255,9 @@ def _class_major_logits(
     With ``bounds``, the product runs segment by segment (``X[bounds[j]:bounds[j + 1]]``),
     so that each segment's logits are those of the segment on its own, bit for bit.
     """
-    n_classes, n_rows = params.coef.shape[0], X.shape[0]
-    padded = np.zeros(
-        (-(-n_classes // LOGIT_CLASS_MULTIPLE) * LOGIT_CLASS_MULTIPLE, X.shape[1]), dtype=X.dtype
-    )
-    padded[:n_classes] = params.coef
+    prepared = prepare_params(params, X.dtype)
+    n_classes, n_rows = prepared.n_classes, X.shape[0]
+    padded = prepared.padded_coef
     shape = (n_rows, padded.shape[0])
     if scratch and n_rows * padded.shape[0] * X.dtype.itemsize <= SCRATCH_BYTES:
         row_major = work_array("row_major_logits", shape, X.dtype)
@@ -190,8 +271,8 @@ def _class_major_logits(
         for start, stop in itertools.pairwise(bounds):
             np.matmul(X[start:stop], padded.T, out=row_major[start:stop])
     np.copyto(logits, row_major[:, :n_classes].T)
-    if params.intercept is not None:
-        logits += np.asarray(params.intercept, dtype=X.dtype)[:, None]
+    if prepared.intercept is not None:
+        logits += prepared.intercept
     return logits
 
 
@@ -207,10 +288,8 @@ def work_array(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray
     the same ``name`` in the same thread.
 
     Dask starts its workers with ``MALLOC_TRIM_THRESHOLD_`` set, which turns every temporary
-    over 128 KiB into a fresh ``mmap`` and its first touch into page faults: a block's pass ran
-    ~25 % slower that way (measured, 62,500 × 128 float32), and a minibatch step whose row
-    gathers were fresh arrays 2.4× slower (8,192 rows from 16 blocks: 4.8 → 11.7 ms). Reusing
-    the largest work arrays avoids it.
+    over 128 KiB into a fresh ``mmap`` and its first touch into page faults, a large part of a
+    step's cost when it happens for every block. Reusing the largest work arrays avoids it.
 
     Parameters
     ----------
@@ -235,7 +314,9 @@ def work_array(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray
     return buffer[:size].reshape(shape)
 
 
-def _labels_kind(labels: np.ndarray, n_classes: int, n_rows: int) -> str:
+def labels_kind(labels: np.ndarray, n_classes: int, n_rows: int) -> str:
+    """``"ids"`` for class ids of shape (n_rows,), ``"rows"`` for probability rows of shape
+    (n_rows, n_classes); anything else is refused, saying which shapes are allowed."""
     if labels.ndim == 1 and labels.shape[0] == n_rows:
         if not np.issubdtype(labels.dtype, np.integer):
             raise TypeError(
@@ -252,7 +333,7 @@ def _labels_kind(labels: np.ndarray, n_classes: int, n_rows: int) -> str:
 
 
 def _iter_segment_sums(
-    params: Params,
+    params: PreparedParams,
     X: np.ndarray,
     labels: np.ndarray,
     kind: str,
@@ -284,7 +365,7 @@ def _iter_segment_sums(
         )
         yield from itertools.islice(padded, len(bounds) - 1)
         return
-    shifted = _class_major_logits(params, X, scratch=True, bounds=bounds)
+    shifted = class_major_logits(params, X, scratch=True, bounds=bounds)
     shifted -= shifted.max(axis=0)
     if kind == "ids":
         # Flat indexing picks Φ_{y_i, i} without building a one-hot matrix.
@@ -349,7 +430,7 @@ def _reduce_rows(
 
 
 def block_sums(
-    params: Params,
+    params: Params | PreparedParams,
     X: np.ndarray,
     labels: np.ndarray,
     sample_weight: np.ndarray | None = None,
@@ -360,8 +441,9 @@ def block_sums(
 
     Parameters
     ----------
-    params : Params
-        ``coef`` of shape (n_classes, n_features) and optional ``intercept`` (n_classes,).
+    params : Params or PreparedParams
+        ``coef`` of shape (n_classes, n_features) and optional ``intercept`` (n_classes,), or
+        the same prepared once for a whole evaluation (:func:`prepare_params`).
     X : ndarray of shape (n_rows, n_features)
         float32 or float64; the matrix products run in this dtype.
     labels : ndarray of shape (n_rows,) or (n_rows, n_classes)
@@ -385,21 +467,24 @@ def block_sums(
     >>> round(s.loss_sum / s.weight_sum, 6)  # log(2): uniform over two classes
     0.693147
     """
-    n_classes = params.coef.shape[0]
-    kind = _labels_kind(labels, n_classes, X.shape[0])
+    prepared = prepare_params(params, X.dtype)
+    n_classes = prepared.n_classes
+    kind = labels_kind(labels, n_classes, X.shape[0])
     total = empty_sums(n_classes, X.shape[1])
     for start in range(0, X.shape[0], sub_block_rows):
         rows = slice(start, start + sub_block_rows)
         weights = None if sample_weight is None else sample_weight[rows]
         sub_block = X[rows]
         whole = np.array([0, sub_block.shape[0]])
-        (sums,) = _iter_segment_sums(params, sub_block, labels[rows], kind, weights, whole, None)
+        (sums,) = _iter_segment_sums(
+            prepared, sub_block, labels[rows], kind, weights, whole, None
+        )
         total = add_sums(total, sums)
     return total
 
 
 def segment_sums(
-    params: Params,
+    params: Params | PreparedParams,
     X: np.ndarray,
     labels: np.ndarray,
     bounds: np.ndarray,
@@ -427,12 +512,13 @@ def segment_sums(
         the segment has at most :data:`SUB_BLOCK_ROWS` rows (a longer one would be split
         there).
     """
-    kind, bounds = _checked_segments(params, X, labels, bounds)
-    return list(_iter_segment_sums(params, X, labels, kind, sample_weight, bounds, None))
+    prepared = prepare_params(params, X.dtype)
+    kind, bounds = _checked_segments(prepared, X, labels, bounds)
+    return list(_iter_segment_sums(prepared, X, labels, kind, sample_weight, bounds, None))
 
 
 def iter_segment_sums(
-    params: Params,
+    params: Params | PreparedParams,
     X: np.ndarray,
     labels: np.ndarray,
     bounds: np.ndarray,
@@ -448,13 +534,14 @@ def iter_segment_sums(
 
     Parameters and the sums are those of :func:`segment_sums`.
     """
-    kind, bounds = _checked_segments(params, X, labels, bounds)
-    product = work_array("segment_product", params.coef.shape, X.dtype)
-    return _iter_segment_sums(params, X, labels, kind, sample_weight, bounds, product)
+    prepared = prepare_params(params, X.dtype)
+    kind, bounds = _checked_segments(prepared, X, labels, bounds)
+    product = work_array("segment_product", (prepared.n_classes, X.shape[1]), X.dtype)
+    return _iter_segment_sums(prepared, X, labels, kind, sample_weight, bounds, product)
 
 
 def _checked_segments(
-    params: Params, X: np.ndarray, labels: np.ndarray, bounds: np.ndarray
+    params: PreparedParams, X: np.ndarray, labels: np.ndarray, bounds: np.ndarray
 ) -> tuple[str, np.ndarray]:
     """The labels' kind and the bounds as an array, after checking them."""
     bounds = np.asarray(bounds, dtype=np.intp)
@@ -464,7 +551,7 @@ def _checked_segments(
         )
     if np.any(np.diff(bounds) < 0):
         raise ValueError(f"bounds must be non-decreasing, got {bounds.tolist()}.")
-    return _labels_kind(labels, params.coef.shape[0], X.shape[0]), bounds
+    return labels_kind(labels, params.n_classes, X.shape[0]), bounds
 
 
 def empty_sums(n_classes: int, n_features: int) -> BlockSums:
@@ -559,37 +646,95 @@ def loss_and_grad(
     return finalize(block_sums(params, X, labels, sample_weight), params, l2)
 
 
+def _predictions(
+    params: Params | PreparedParams,
+    X: np.ndarray,
+    labels: np.ndarray,
+    sample_weight: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the predicted class, the true class, the cross-entropy and the weight (float64).
+
+    A row's prediction is the argmax of its logits as :func:`decision_function` computes them,
+    so an evaluation counts exactly the predictions that ``predict`` makes. For probability
+    rows, the true class of a row is its argmax.
+    """
+    prepared = prepare_params(params, X.dtype)
+    return _predictions_of_logits(class_major_logits(prepared, X), labels, sample_weight)
+
+
+def _predictions_of_logits(
+    logits: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_predictions` from class-major logits (n_classes, n_rows)."""
+    n_classes, n_rows = logits.shape
+    kind = labels_kind(labels, n_classes, n_rows)
+    weights = np.ones(n_rows) if sample_weight is None else sample_weight.astype(np.float64)
+    predicted = np.argmax(logits, axis=0)
+    log_probs = log_softmax(logits, axis=0)
+    if kind == "ids":
+        targets = labels.astype(np.intp)
+        row_loss = -log_probs[targets, np.arange(n_rows)]
+    else:
+        targets = np.argmax(labels, axis=1)
+        row_loss = -np.einsum("ik,ki->i", labels.astype(logits.dtype, copy=False), log_probs)
+    return predicted, targets, row_loss.astype(np.float64), weights
+
+
 def block_metrics(
-    params: Params,
+    params: Params | PreparedParams,
     X: np.ndarray,
     labels: np.ndarray,
     sample_weight: np.ndarray | None = None,
 ) -> BlockMetrics:
     """Weighted cross-entropy sum, weighted count of correct predictions and weight sum.
 
-    For probability rows, a prediction counts as correct when it matches the row's argmax.
+    Predictions are the argmax of the logits, as ``predict`` makes them; for probability rows a
+    prediction counts as correct when it matches the row's argmax.
     """
-    n_classes = params.coef.shape[0]
-    kind = _labels_kind(labels, n_classes, X.shape[0])
-    weights = np.ones(X.shape[0]) if sample_weight is None else sample_weight.astype(np.float64)
-    log_probs = log_softmax(_class_major_logits(params, X), axis=0)
-    if kind == "ids":
-        targets = labels.astype(np.intp)
-        row_loss = -log_probs[targets, np.arange(X.shape[0])]
-    else:
-        targets = np.argmax(labels, axis=1)
-        row_loss = -np.einsum("ik,ki->i", labels.astype(X.dtype, copy=False), log_probs)
-    correct = np.argmax(log_probs, axis=0) == targets
+    predicted, targets, row_loss, weights = _predictions(params, X, labels, sample_weight)
     return BlockMetrics(
-        loss_sum=float(np.dot(row_loss.astype(np.float64), weights)),
-        correct_sum=float(np.dot(correct.astype(np.float64), weights)),
+        loss_sum=float(np.dot(row_loss, weights)),
+        correct_sum=float(np.dot((predicted == targets).astype(np.float64), weights)),
         weight_sum=float(weights.sum()),
     )
+
+
+def block_report(
+    params: Params | PreparedParams,
+    X: np.ndarray,
+    labels: np.ndarray,
+    sample_weight: np.ndarray | None = None,
+) -> BlockReport:
+    """Weighted cross-entropy sum, weight sum and weighted confusion matrix of one block."""
+    prepared = prepare_params(params, X.dtype)
+    return report_of_logits(class_major_logits(prepared, X), labels, sample_weight)
+
+
+def report_of_logits(
+    logits: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None
+) -> BlockReport:
+    """:func:`block_report` of rows whose class-major logits (n_classes, n_rows) are given
+    (computed by another kernel, e.g. of sparse rows)."""
+    predicted, targets, row_loss, weights = _predictions_of_logits(logits, labels, sample_weight)
+    n_classes = logits.shape[0]
+    confusion = np.bincount(
+        targets * n_classes + predicted, weights=weights, minlength=n_classes * n_classes
+    ).reshape(n_classes, n_classes)
+    return BlockReport(float(np.dot(row_loss, weights)), float(weights.sum()), confusion)
 
 
 def add_metrics(left: BlockMetrics, right: BlockMetrics) -> BlockMetrics:
     """Add two :class:`BlockMetrics`."""
     return BlockMetrics(*(a + b for a, b in zip(left, right, strict=True)))
+
+
+def add_reports(left: BlockReport, right: BlockReport) -> BlockReport:
+    """Add two :class:`BlockReport`."""
+    return BlockReport(
+        left.loss_sum + right.loss_sum,
+        left.weight_sum + right.weight_sum,
+        left.confusion + right.confusion,
+    )
 
 
 def sum_metrics(parts: list[BlockMetrics]) -> BlockMetrics:

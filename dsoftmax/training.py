@@ -1,38 +1,64 @@
 """The training loop: full-batch L-BFGS, or minibatch SGD/Adam over seeded epochs.
 
-Both run against the :class:`dsoftmax.engine.Engine` protocol, so the same loop drives the Dask
-engine in production and the in-process engine in tests. Each step logs one greppable line at
-INFO (``dsoftmax: epoch 3/20 loss=...``) and advances a tqdm bar when ``verbose`` asks for one.
+The loop sees the data through a :class:`Problem` only: a ``value_and_grad`` and a ``metrics``
+callable over rows given by their global numbers, and the number of rows. Any engine adapts to
+it (:class:`dsoftmax.engine.EngineProblem`), and so can a plain NumPy function in a test. Which
+rows form each minibatch is the sampler's business (:class:`dsoftmax.sampling.EpochSampler`),
+decided from the seed, the rows and the batch size alone. Each step logs one greppable line at
+INFO (``dsoftmax: epoch 3/20 loss=...``) and, when ``verbose`` asks for it and stderr is a
+terminal, shows a progress bar: L-BFGS iterations with the loss and the largest gradient entry
+against ``tol`` (the stopping measure) and the time per iteration; minibatch epochs, with a bar of
+the epoch's batches and its ETA.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .engine import Engine
-from .objective import BlockMetrics, Params, finalize
+from .objective import BlockMetrics, Params
 from .optim import OPTIMIZERS, apply_updates, make_schedule, minimize_lbfgs
-from .sampling import EpochSampler, RowBatch, rows_to_blocks
+from .sampling import EpochSampler, split_validation
 
 logger = logging.getLogger("dsoftmax")
 
 __all__ = [
     "CheckpointHook",
     "DivergenceError",
+    "Problem",
     "TrainConfig",
     "TrainResult",
     "TrainingState",
     "train",
 ]
 
-SOLVERS = ("lbfgs", "sgd", "adam")
+
+class Problem(Protocol):
+    """What the loop needs of the data: two callables over rows, and the number of rows.
+
+    ``rows`` is None for every row, or a sorted int64 array of global row numbers.
+    ``value_and_grad`` returns the objective (mean loss over the rows plus the penalty) and its
+    gradient; ``weight``, when given, is the total row weight to divide by instead of the rows'
+    own (a minibatch divides by its expected weight). ``metrics`` returns the unpenalized
+    weighted sums of :class:`dsoftmax.objective.BlockMetrics`. ``weighted`` is True when rows
+    carry sample or class weights.
+    """
+
+    n_samples: int
+    weighted: bool
+
+    def value_and_grad(
+        self, params: Params, rows: np.ndarray | None = None, *, weight: float | None = None
+    ) -> tuple[float, Params]: ...
+
+    def metrics(self, params: Params, rows: np.ndarray | None = None) -> BlockMetrics: ...
 
 
 class DivergenceError(FloatingPointError):
@@ -56,6 +82,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     n_iter_no_change: int = 5
     random_state: int = 0
+    shuffle_window: int | None = None
     verbose: int = 0
 
 
@@ -78,9 +105,9 @@ class TrainingState:
     """Where a fit stands: what a checkpoint stores and a resumed fit starts from.
 
     ``step`` counts optimizer steps (minibatch) or iterations (L-BFGS); ``epoch`` and
-    ``batches_done`` are the minibatch sampler's position and ``sampling_group`` its block
-    grouping (0: none; None: not recorded); the sums and curves let a resumed run report the
-    same curves as an uninterrupted one.
+    ``batches_done`` are the minibatch sampler's position (the batches themselves follow from
+    the configuration); the sums and curves let a resumed run report the same curves as an
+    uninterrupted one.
     """
 
     params: Params
@@ -92,7 +119,6 @@ class TrainingState:
     loss_curve: list[float] = field(default_factory=list)
     validation_curve: list[dict[str, float]] = field(default_factory=list)
     stopper: dict[str, float] = field(default_factory=dict)
-    sampling_group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +136,7 @@ LBFGS_CHECKPOINT_EVERY = 10
 
 
 def train(
-    engine: Engine,
+    problem: Problem,
     params: Params,
     config: TrainConfig,
     *,
@@ -120,7 +146,7 @@ def train(
     resume: TrainingState | None = None,
     checkpoint: CheckpointHook | None = None,
 ) -> TrainResult:
-    """Fit ``params`` on the rows held by ``engine``; the solver comes from ``config``.
+    """Fit ``params`` to ``problem``; the solver comes from ``config``.
 
     ``optimizer_state`` and ``start_epoch`` continue an earlier minibatch run (``partial_fit``):
     epoch ``e`` always uses the same shuffled order for the same seed. ``resume`` continues from a
@@ -128,11 +154,11 @@ def train(
     receives the state as the fit goes.
     """
     if config.solver == "lbfgs":
-        return _train_lbfgs(engine, params, config, float32_data, resume, checkpoint)
+        return _train_lbfgs(problem, params, config, float32_data, resume, checkpoint)
     state = resume or TrainingState(
         params=params, epoch=start_epoch, optimizer_state=optimizer_state
     )
-    return _train_minibatch(engine, config, state, start_epoch, checkpoint)
+    return _train_minibatch(problem, config, state, start_epoch, checkpoint)
 
 
 def _finite_or_raise(loss: float | None, grad: Params, where: str, hint: str) -> None:
@@ -150,15 +176,30 @@ def _finite_or_raise(loss: float | None, grad: Params, where: str, hint: str) ->
     raise DivergenceError(f"{what} at {where}; {hint}")
 
 
-def _progress(config: TrainConfig, total: int, unit: str, done: int = 0) -> tqdm:
+def _progress(config: TrainConfig, total: int, unit: str, done: int = 0, **options: Any) -> tqdm:
     # disable=None turns the bar off when stderr is not a terminal.
     return tqdm(
-        total=total, initial=done, unit=unit, disable=None if config.verbose else True, leave=False
+        total=total,
+        initial=done,
+        unit=unit,
+        disable=None if config.verbose else True,
+        leave=False,
+        file=sys.stderr,
+        **options,
     )
 
 
+#: The L-BFGS bar: iterations, the loss and the stopping measure against ``tol``, and the time
+#: per iteration. No ETA: L-BFGS stops on ``tol`` long before ``max_iter`` as a rule.
+LBFGS_BAR_FORMAT = "lbfgs: iteration {n_fmt}{postfix} [{elapsed}, {rate_inv_fmt}]"
+
+
+def _lbfgs_postfix(loss: float, grad_max: float, tol: float) -> str:
+    return f"loss {loss:.6g}, max|grad| {grad_max:.2e} (stops at tol {tol:g})"
+
+
 def _train_lbfgs(
-    engine: Engine,
+    problem: Problem,
     params: Params,
     config: TrainConfig,
     float32_data: bool,
@@ -170,26 +211,33 @@ def _train_lbfgs(
     every = (checkpoint.every or LBFGS_CHECKPOINT_EVERY) if checkpoint else 0
     first_iteration = state.step
 
-    def loss_and_flat_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
-        current = layout.unflatten(x)
-        loss, grad = finalize(engine.sums(current), current, config.l2)
-        _finite_or_raise(
-            loss,
-            grad,
-            f"L-BFGS iteration {state.step + 1}",
-            "check the data for extreme values or use a larger l2.",
-        )
-        return loss, layout.flatten(grad)
+    last_grad: list[np.ndarray] = []
 
-    with _progress(config, config.max_iter, "iter", done=first_iteration) as bar:
+    def loss_and_flat_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+        # minimize_lbfgs refuses a non-finite loss or gradient, with its evaluation number.
+        loss, grad = problem.value_and_grad(layout.unflatten(x))
+        last_grad[:] = [layout.flatten(grad)]
+        return loss, last_grad[0]
+
+    bar_format = LBFGS_BAR_FORMAT
+    with _progress(config, None, "iter", done=first_iteration, bar_format=bar_format) as bar:
+        bar.set_postfix_str("first pass over the data")
 
         def on_iteration(iteration: int, x: np.ndarray, loss: float) -> None:
             state.step = first_iteration + iteration
             state.params = layout.unflatten(x)
             state.loss_curve.append(loss)
+            # The accepted point is the one evaluated last (see dsoftmax.optim.lbfgs).
+            grad_max = float(np.max(np.abs(last_grad[0]))) if last_grad else math.nan
+            bar.set_postfix_str(_lbfgs_postfix(loss, grad_max, config.tol), refresh=False)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.6g}")
-            logger.info("dsoftmax: iteration %d/%d loss=%.9g", state.step, config.max_iter, loss)
+            logger.info(
+                "dsoftmax: iteration %d/%d loss=%.9g max|grad|=%.3g",
+                state.step,
+                config.max_iter,
+                loss,
+                grad_max,
+            )
             if every and state.step % every == 0:
                 checkpoint.save(state)
 
@@ -214,38 +262,39 @@ def _train_lbfgs(
 
 
 def _train_minibatch(
-    engine: Engine,
+    problem: Problem,
     config: TrainConfig,
     state: TrainingState,
     start_epoch: int,
     checkpoint: CheckpointHook | None,
 ) -> TrainResult:
-    train_rows, validation = _validation_split(engine, config)
-    state.sampling_group = _sampling_group(engine, state)
+    train_rows, validation_rows = _validation_split(problem.n_samples, config)
     sampler = EpochSampler(
-        train_rows,
-        config.batch_size,
-        config.random_state,
-        group_blocks=state.sampling_group or None,
+        train_rows, config.batch_size, config.random_state, shuffle_window=config.shuffle_window
     )
     schedule = _make_schedule(config, total_steps=config.max_iter * sampler.n_batches)
     optimizer = _make_optimizer(config, schedule)
     if state.optimizer_state is None:
         state.optimizer_state = optimizer.init(state.params)
     stopper = _EarlyStopping(config, **state.stopper)
-    mean_weight = _mean_row_weight(engine, state.params, sampler)
+    mean_weight = _mean_row_weight(problem, state.params, sampler)
     end_epoch = start_epoch + config.max_iter
     converged = False
 
     with _progress(config, config.max_iter, "epoch", done=state.epoch - start_epoch) as bar:
         while state.epoch < end_epoch and not converged:
-            batches = sampler.batches(state.epoch, engine.chunk_rows, state.batches_done)
-            for batch in batches:
-                _minibatch_step(engine, config, optimizer, state, batch, mean_weight)
-                if checkpoint and checkpoint.every and state.step % checkpoint.every == 0:
-                    checkpoint.save(state)
+            batches = _progress(
+                config, sampler.n_batches, "batch", done=state.batches_done,
+                desc=f"epoch {state.epoch + 1}/{end_epoch}",
+            )  # fmt: skip
+            with batches:
+                for rows in sampler.batch_rows(state.epoch, state.batches_done):
+                    _minibatch_step(problem, config, optimizer, state, rows, mean_weight)
+                    batches.update(1)
+                    if checkpoint and checkpoint.every and state.step % checkpoint.every == 0:
+                        checkpoint.save(state)
             state.loss_curve.append(state.epoch_loss_sum / sampler.n_rows)
-            scores = _validation_scores(engine, state.params, validation)
+            scores = _validation_scores(problem, state.params, validation_rows)
             if scores:
                 state.validation_curve.append(scores)
             _report_epoch(bar, config, state.epoch, end_epoch, state.loss_curve[-1], scores)
@@ -264,40 +313,17 @@ def _train_minibatch(
     )
 
 
-def _sampling_group(engine: Engine, state: TrainingState) -> int:
-    """The block grouping of the minibatch order: the one a resumed fit recorded, so that it
-    goes on with the same batches, unless this engine streams its data and the recorded order
-    is ungrouped (every step would then read every block from the store)."""
-    wanted = engine.sampling_group or 0
-    recorded = state.sampling_group
-    if recorded is None or recorded == wanted:
-        return wanted
-    if recorded == 0:
-        logger.warning(
-            "dsoftmax: the checkpointed fit drew minibatches from all blocks, but this engine "
-            "streams its data (hold_data=%r); from here on batches come from groups of %d "
-            "blocks, so the fit continues with another batch order than the interrupted one",
-            getattr(engine, "hold", "stream"),
-            wanted,
-        )
-        return wanted
-    return recorded
-
-
 def _minibatch_step(
-    engine: Engine,
+    problem: Problem,
     config: TrainConfig,
     optimizer: Any,
     state: TrainingState,
-    batch: RowBatch,
+    rows: np.ndarray,
     mean_weight: float,
 ) -> None:
-    sums = engine.sums(state.params, batch)
     # Divide by the batch's *expected* weight, not its actual weight: a batch that happens to
     # hold only light rows must not count as much as one of heavy rows.
-    loss, grads = finalize(
-        sums._replace(weight_sum=batch.n_rows * mean_weight), state.params, config.l2
-    )
+    loss, grads = problem.value_and_grad(state.params, rows, weight=len(rows) * mean_weight)
     _finite_or_raise(
         loss,
         grads,
@@ -318,19 +344,18 @@ def _minibatch_step(
     state.params, state.optimizer_state = new_params, new_state
     state.step += 1
     state.batches_done += 1
-    state.epoch_loss_sum += loss * batch.n_rows
+    state.epoch_loss_sum += loss * len(rows)
 
 
-def _mean_row_weight(engine: Engine, params: Params, sampler: EpochSampler) -> float:
+def _mean_row_weight(problem: Problem, params: Params, sampler: EpochSampler) -> float:
     """Mean weight of a training row (1 without sample or class weights).
 
     With weights, ``(n_rows / n_batch) · Σ_batch w_i ∇ℓ_i / S`` is an unbiased estimate of the
     full gradient ``Σ_i w_i ∇ℓ_i / S``; normalizing each batch by its own weight is not.
     """
-    if not engine.weighted:
+    if not problem.weighted:
         return 1.0
-    totals = engine.metrics(params, rows_to_blocks(sampler.rows, engine.chunk_rows))
-    return totals.weight_sum / sampler.n_rows
+    return problem.metrics(params, sampler.rows).weight_sum / sampler.n_rows
 
 
 def _make_schedule(config: TrainConfig, total_steps: int) -> Any:
@@ -347,21 +372,20 @@ def _make_optimizer(config: TrainConfig, schedule: Any) -> Any:
     return OPTIMIZERS[config.solver](schedule)
 
 
-def _validation_split(engine: Engine, config: TrainConfig) -> tuple[Any, RowBatch | None]:
+def _validation_split(
+    n_samples: int, config: TrainConfig
+) -> tuple[int | np.ndarray, np.ndarray | None]:
     if not config.early_stopping:
-        return engine.n_samples, None
-    from .sampling import split_validation
-
-    train_rows, validation_rows = split_validation(
-        engine.n_samples, config.validation_fraction, config.random_state
-    )
-    return train_rows, rows_to_blocks(validation_rows, engine.chunk_rows)
+        return n_samples, None
+    return split_validation(n_samples, config.validation_fraction, config.random_state)
 
 
-def _validation_scores(engine: Engine, params: Params, validation: RowBatch | None) -> dict:
-    if validation is None:
+def _validation_scores(
+    problem: Problem, params: Params, validation_rows: np.ndarray | None
+) -> dict[str, float]:
+    if validation_rows is None:
         return {}
-    metrics: BlockMetrics = engine.metrics(params, validation)
+    metrics = problem.metrics(params, validation_rows)
     return {
         "val_loss": metrics.loss_sum / metrics.weight_sum,
         "val_accuracy": metrics.correct_sum / metrics.weight_sum,

@@ -7,7 +7,7 @@ streams the row chunks from the store on every pass instead. At the end each wor
 peak resident memory, which stays below its limit. With bokeh installed, watch the workers'
 memory on the dashboard printed at the start.
 
-    python examples/out_of_core.py [--memory-limit 400MiB] [--oversize 2.0] [--n-features 128]
+    python examples/out_of_core.py [--memory-limit 512MiB] [--oversize 2.0] [--n-features 128]
         [--solver {sgd,lbfgs}] [--max-iter N] [--workdir DIR]
 
 On a real cluster the same fit reads its chunks from shared storage
@@ -47,7 +47,7 @@ def peak_rss() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--memory-limit", default="400MiB", help="memory limit of each worker")
+    parser.add_argument("--memory-limit", default="512MiB", help="memory limit of each worker")
     parser.add_argument("--oversize", type=float, default=2.0, help="data size / total limit")
     parser.add_argument("--n-features", type=int, default=128)
     parser.add_argument("--solver", choices=["sgd", "lbfgs"], default="sgd")
@@ -99,6 +99,7 @@ def main() -> None:
             l2=1e-5,
             random_state=0,
             hold_data="auto",  # "stream" here: the data exceeds half the workers' memory
+            shuffle_window=49_152,  # 3 chunks: a batch reads from at most 8 (2 windows)
             client=client,
         )
         with warnings.catch_warnings():

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from dsoftmax import SoftmaxRegression
-from dsoftmax.checkpoint import CheckpointManager
+from dsoftmax.persist import CheckpointManager
 
 
 def make_data(n_samples: int) -> tuple[np.ndarray, np.ndarray]:

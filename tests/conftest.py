@@ -110,3 +110,14 @@ def s3_storage_options(
     # fresh bucket per test keeps listings apart, and the data layer invalidates the cache
     # before it lists. Clearing the instance cache instead would orphan open aiohttp sessions.
     yield f"s3://{bucket}", storage_options
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_shared_local_cluster_across_modules() -> Iterator[None]:
+    """Close, after each test module, the local cluster that a fit without a client may have
+    started (``dsoftmax.cluster.get_client(None)``): it would stay the active client, and the
+    in-memory fits of later modules would run on it instead of in process."""
+    yield
+    from dsoftmax.cluster import close_local_cluster
+
+    close_local_cluster()

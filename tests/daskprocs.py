@@ -34,10 +34,11 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-__all__ = ["DaskProcesses", "dask_processes"]
+__all__ = ["DaskProcesses", "dask_processes", "small_local_cluster"]
 
 STARTUP_TIMEOUT = 60.0
 LOG_TAIL_CHARS = 3000
@@ -275,3 +276,18 @@ def _live_group_members(group: int) -> set[int]:
             if os.getpgid(process.pid) == group and process.info["status"] != "zombie":
                 members.add(process.pid)
     return members
+
+
+def small_local_cluster(n_workers: int, memory_limit: str = "1GiB") -> Any:
+    """A LocalCluster of worker processes as the tests use them: one thread each, bound to
+    127.0.0.1, no dashboard, small memory."""
+    import distributed
+
+    return distributed.LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        memory_limit=memory_limit,
+    )

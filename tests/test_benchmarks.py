@@ -20,10 +20,12 @@ import pytest
 
 from benchmarks import (
     bench_epoch,
+    bench_grid,
     bench_optimum,
     bench_out_of_core,
     bench_pass,
     bench_scaling,
+    bench_sparse,
     bench_wide,
     common,
     report,
@@ -39,14 +41,17 @@ from benchmarks.bench_scaling import (
 )
 from benchmarks.common import MemorySampler, Section, Verdict, time_to_target
 from benchmarks.report import EXIT_ERROR, EXIT_MISSED, EXIT_OK, exit_status, summary_table
-from dsoftmax.engine import LocalEngine
+from dsoftmax.engine import EngineProblem, LocalEngine
 from dsoftmax.objective import Params, loss_and_grad
 from dsoftmax.sampling import EpochSampler
 from dsoftmax.training import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
-#: Every section heading of a report, in order.
-HEADINGS = ("### 1. ", "### 2. ", "### 3. ", "### 4. ", "### 5. ", "### 6. ", "### 7. ")
+#: Every section heading of a report, in the order benchmarks/run.py writes them.
+HEADINGS = (
+    "### 1. ", "### 2. ", "### 3. ", "### 4. ", "### 5. ", "### 6. ", "### 7. ", "### 8. ",
+    "### 9. ", "### 10. ", "### 11. ",
+)  # fmt: skip
 
 
 def small_problem(n_samples: int = 300, n_features: int = 6, n_classes: int = 4):
@@ -156,10 +161,30 @@ def test_time_to_target_is_the_first_evaluation_at_or_below_the_target():
 # ----------------------------------------------------------------------------- selection
 def test_every_target_has_one_benchmark_in_the_issues_order():
     assert list(run.BENCHMARKS) == [
-        "pass", "optimum", "steps", "epoch", "out_of_core", "wide", "scaling",
+        "pass", "optimum", "steps", "epoch", "out_of_core", "wide", "scaling", "half", "grid",
+        "sparse", "end_to_end",
     ]  # fmt: skip
     for module in run.BENCHMARKS.values():
         assert callable(module.run) and module.FULL != module.QUICK
+
+
+def test_the_grid_section_turns_its_medians_into_the_three_verdicts():
+    from types import SimpleNamespace
+
+    one = SimpleNamespace(n_iter_=12, loss_curve_=[1.0] * 12)
+    grid = SimpleNamespace(n_iter_=np.array([[9, 14]]), loss_curve_=[1.0] * 3, l2_=1e-4)
+    timings = {"one fit": common.Timing((2.0, 2.0, 3.0)),
+               "10 λ, validation split": common.Timing((5.0, 4.0, 6.0)),
+               "8 λ × 3 folds": common.Timing((20.0, 18.0, 30.0))}  # fmt: skip
+    fits = {"one fit": one, "10 λ, validation split": grid, "8 λ × 3 folds": grid}
+    sklearn = {"seconds": {"dsoftmax": 1.0, "scikit-learn": 10.0}, "l2": (1e-4, 1e-4), "n": 10}
+    wide = {"seconds": 1.0, "client_growth": 3 * common.MIB, "worker_growth": 2 * common.MIB,
+            "worker_peak": 100 * common.MIB, "stack_bytes": 8 * common.MIB}  # fmt: skip
+    section = bench_grid._section(bench_grid.QUICK, timings, fits, sklearn, wide)
+    assert section.title.startswith("9. ")
+    assert [v.value for v in section.verdicts] == [2.5, 10.0, 0.1]
+    assert [v.passed for v in section.verdicts] == [True, False, True]
+    assert "14 max per model, refit 3" in section.body
 
 
 def test_only_selects_benchmarks_in_canonical_order_and_refuses_unknown_names():
@@ -206,7 +231,7 @@ def test_the_numpy_sgd_loop_follows_the_training_loops_batches_and_math():
         solver="sgd", l2=1e-3, max_iter=1, batch_size=64, learning_rate=0.5, momentum=0.0,
         random_state=0,
     )  # fmt: skip
-    trained = train(LocalEngine(X, y, chunk_rows=128), zero, config).params
+    trained = train(EngineProblem(LocalEngine(X, y, chunk_rows=128), 1e-3), zero, config).params
     np.testing.assert_allclose(in_memory.coef, trained.coef, atol=1e-6)
     np.testing.assert_allclose(in_memory.intercept, trained.intercept, atol=1e-6)
     assert np.abs(trained.coef).max() > 0.01  # it moved
@@ -316,6 +341,21 @@ def test_efficiency_is_relative_to_one_worker():
     assert efficiency({1: 2.0, 2: 1.0, 4: 1.0}) == {1: 1.0, 2: 1.0, 4: 0.5}
 
 
+def test_the_sparse_baseline_is_the_reference_math_with_scipy_products():
+    import scipy.sparse
+
+    from dsoftmax.objective import block_sums
+
+    rng = np.random.default_rng(0)
+    X = scipy.sparse.random(200, 50, density=0.1, format="csr", random_state=0)
+    y = rng.integers(0, 4, 200)
+    params = Params(rng.standard_normal((4, 50)), None)
+    loss_sum, grad_sum = bench_sparse.scipy_sparse_sums(params, X, y)
+    expected = block_sums(params, X.toarray(), y)
+    assert loss_sum == pytest.approx(expected.loss_sum, rel=1e-12)
+    np.testing.assert_allclose(grad_sum, expected.grad_coef_sum, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "module",
     [
@@ -334,6 +374,31 @@ def test_efficiency_is_relative_to_one_worker():
 def test_the_examples_in_the_docstrings_hold(module):
     failures, _ = doctest.testmod(module)
     assert failures == 0
+
+
+# ----------------------------------------------------------------------------- bench_end_to_end
+def test_end_to_end_sizes_parse_and_refuse_what_is_not_three_positive_integers():
+    from benchmarks.bench_end_to_end import _sizes
+
+    assert _sizes("500000x256x20, 2000000X256x20") == ((500_000, 256, 20), (2_000_000, 256, 20))
+    for bad in ("500000x256", "0x256x20", "ax256x20"):
+        with pytest.raises(
+            ValueError, match=f"ROWSxFEATURESxCLASSES of positive integers, got {bad!r}"
+        ):
+            _sizes(bad)
+
+
+def test_end_to_end_parquet_files_hold_the_rows_features_and_classes_asked_for(tmp_path: Path):
+    import pyarrow.parquet as pq
+
+    from benchmarks.bench_end_to_end import write_parquet_files
+
+    written = write_parquet_files(tmp_path, 1001, 7, 3, n_files=4, seed=1)
+    table = pq.read_table(sorted(tmp_path.glob("*.parquet")))
+    assert written == sum(path.stat().st_size for path in tmp_path.iterdir()) > 0
+    assert table.num_rows == 1001 and len(list(tmp_path.iterdir())) == 4
+    X = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(1001, 7)
+    assert X.dtype == np.float32 and set(table.column("label").to_numpy()) == {0, 1, 2}
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -360,7 +425,7 @@ def test_a_quick_run_writes_every_section_the_summary_and_the_plot(tmp_path: Pat
     assert "## Summary" in text and "ERROR" not in text
     assert "| target | measure | value | threshold | verdict |" in text
     summary = text[text.index("## Summary") : text.index("## Benchmarks")]
-    rows = re.findall(r"^\| (\d) [^|]+\|.*\| (?:PASS|FAIL) \(informational\) \|$", summary, re.M)
-    assert sorted(set(rows)) == ["1", "2", "3", "4", "5", "6", "7"]
+    rows = re.findall(r"^\| (\d+) [^|]+\|.*\| (?:PASS|FAIL) \(informational\) \|$", summary, re.M)
+    assert sorted(set(rows), key=int) == [str(target) for target in range(1, 12)]
     assert "- memory:" in text and "scikit-learn" in text
     assert tmp_path.joinpath("quick.png").read_bytes()[:4] == b"\x89PNG"

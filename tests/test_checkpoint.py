@@ -1,4 +1,4 @@
-"""Checkpoints, exact resume, divergence, and surviving the loss of a worker."""
+"""Checkpoints, exact resume, damaged checkpoints, divergence, and the loss of a worker."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import contextlib
 import json
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
+from hostile import npy_bytes, replace_array_file
 from sklearn.exceptions import ConvergenceWarning
 
 from dsoftmax import SoftmaxRegression, make_classification, open_dataset
-from dsoftmax.checkpoint import CheckpointError, CheckpointManager
-from dsoftmax.modelfile import FAULT_PAUSE_ENV
+from dsoftmax.persist import FAULT_PAUSE_ENV, CheckpointError, CheckpointManager
 from dsoftmax.training import DivergenceError
 
 SGD = {"solver": "sgd", "learning_rate": 0.05, "momentum": 0.9, "batch_size": 64, "l2": 1e-3}
@@ -390,10 +392,11 @@ def test_a_block_that_kills_every_worker_is_named_and_checkpoints_survive(tmp_pa
     assert newest.state.epoch == 1 and np.isfinite(newest.state.params.coef).all()
 
 
-def _grouped_sgd_run(engine, config, resume=None):
+def _windowed_sgd_run(engine, config, resume=None):
     """A minibatch fit on ``engine``; the states saved at the end of each epoch."""
     import copy
 
+    from dsoftmax.engine import EngineProblem
     from dsoftmax.objective import Params
     from dsoftmax.training import CheckpointHook, train
 
@@ -401,37 +404,183 @@ def _grouped_sgd_run(engine, config, resume=None):
     hook = CheckpointHook(lambda state: saved.append(copy.deepcopy(state)))
     n_classes = 4
     start = Params(np.zeros((n_classes, engine.blocks[0].X.shape[1])), np.zeros(n_classes))
-    return train(engine, start, config, resume=resume, checkpoint=hook), saved
+    problem = EngineProblem(engine, config.l2)
+    return train(problem, start, config, resume=resume, checkpoint=hook), saved
 
 
-def test_resume_keeps_the_recorded_batch_grouping_of_a_streamed_fit(tmp_path, data, caplog):
-    from dsoftmax.checkpoint import Checkpoint
+def test_a_windowed_fit_resumes_bit_identically_through_a_checkpoint(tmp_path, data):
     from dsoftmax.engine import LocalEngine
+    from dsoftmax.persist import Checkpoint
     from dsoftmax.training import TrainConfig
 
     X, y = data
     config = TrainConfig(solver="sgd", l2=1e-3, max_iter=3, batch_size=64, learning_rate=0.05,
-                         random_state=0)  # fmt: skip
-    streamed = LocalEngine(X, y, chunk_rows=300)
-    streamed.sampling_group = 2  # what a streaming DaskEngine asks for
-    reference, saved = _grouped_sgd_run(streamed, config)
-    assert [state.sampling_group for state in saved] == [2, 2, 2]
+                         random_state=0, shuffle_window=250)  # fmt: skip
+    reference, saved = _windowed_sgd_run(LocalEngine(X, y, chunk_rows=300), config)
 
-    # Through a checkpoint file, then on an engine that holds everything in memory.
+    # Through a checkpoint file, then on a new engine.
     manager = CheckpointManager(str(tmp_path / "ckpt"))
     description = {"n_classes": 4, "n_features": X.shape[1]}
     manager.save(Checkpoint(saved[0], {}, description))
     after_first_epoch = manager.latest().state
-    assert after_first_epoch.sampling_group == 2
-    in_memory = LocalEngine(X, y, chunk_rows=300)
-    resumed, _ = _grouped_sgd_run(in_memory, config, resume=after_first_epoch)
+    resumed, _ = _windowed_sgd_run(
+        LocalEngine(X, y, chunk_rows=300), config, resume=after_first_epoch
+    )
     np.testing.assert_array_equal(resumed.params.coef, reference.params.coef)
     assert resumed.loss_curve == reference.loss_curve
 
-    # An ungrouped fit resumed on a streaming engine: grouped from then on, and said so.
-    ungrouped, saved = _grouped_sgd_run(LocalEngine(X, y, chunk_rows=300), config)
-    assert saved[0].sampling_group == 0
+    # The window is part of the fit's configuration: another window, other weights.
+    other, _ = _windowed_sgd_run(
+        LocalEngine(X, y, chunk_rows=300), replace_config(config, shuffle_window=None)
+    )
+    assert not np.array_equal(other.params.coef, reference.params.coef)
+
+
+def replace_config(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+# ------------------------------------------------------------------ damaged checkpoints
+# 3000 rows in batches of 64: 47 steps an epoch, 94 in two; checkpoints kept at 70, 80 and 90.
+TWO_EPOCHS = dict(SGD, max_iter=2, random_state=0)
+STEPS = [70, 80, 90]
+
+
+@pytest.fixture(scope="module")
+def reference(data):
+    return _quiet_fit(SoftmaxRegression(**TWO_EPOCHS), *data).coef_
+
+
+def _checkpointed(directory: Path) -> SoftmaxRegression:
+    return SoftmaxRegression(checkpoint_dir=str(directory), checkpoint_every=10, **TWO_EPOCHS)
+
+
+@pytest.fixture
+def checkpoints(tmp_path, data):
+    directory = tmp_path / "ckpt"
+    _quiet_fit(_checkpointed(directory), *data)
+    assert CheckpointManager(str(directory)).steps() == STEPS
+    return directory
+
+
+def _step(directory: Path, step: int) -> Path:
+    return directory / f"step-{step:010d}"
+
+
+def _missing_array(step_dir):
+    (step_dir / "params.coef.npy").unlink()
+
+
+def _manifest_to_dev_zero(step_dir):
+    (step_dir / "manifest.json").unlink()
+    (step_dir / "manifest.json").symlink_to("/dev/zero")
+
+
+def _nested_manifest(step_dir):
+    (step_dir / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
+def _huge_manifest(step_dir):
+    with open(step_dir / "manifest.json", "r+b") as handle:
+        handle.truncate(2 * 2**30)
+
+
+def _fifo_array(step_dir):
+    (step_dir / "params.intercept.npy").unlink()
+    os.mkfifo(step_dir / "params.intercept.npy")
+
+
+def _momentum_of_another_shape(step_dir):
+    data = npy_bytes(np.zeros((3, 6)))
+    replace_array_file(step_dir, "optimizer_state.velocity.coef", data, shape=[3, 6])
+
+
+def _linked_step(step_dir):
+    # A valid checkpoint, but outside the directory: a link there is never followed.
+    outside = step_dir.parent.parent / "elsewhere"
+    shutil.move(step_dir, outside)
+    step_dir.symlink_to(outside, target_is_directory=True)
+
+
+DAMAGES = {
+    "missing-array": (_missing_array, r"params\.coef\.npy is missing"),
+    "manifest-dev-zero": (_manifest_to_dev_zero, r"manifest\.json in .* is a symbolic link"),
+    "nested-manifest": (_nested_manifest, r"nests objects and lists deeper than 32 levels"),
+    "huge-manifest": (_huge_manifest, r"holds 2147483648 bytes, more than the 16777216"),
+    "fifo-array": (_fifo_array, r"params\.intercept\.npy in .* is a FIFO"),
+    "momentum-shape": (
+        _momentum_of_another_shape,
+        r"optimizer_state\.velocity\.coef is an array of shape \(3, 6\) and dtype float64, but "
+        r"the weights' coef is an array of shape \(4, 6\)",
+    ),
+    "linked-step": (_linked_step, r"step-0000000090' is a symbolic link, not a directory"),
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_resume_skips_a_damaged_newest_checkpoint_and_ends_bit_identical(
+    checkpoints, data, reference, damage, caplog
+):
+    make_damage, message = DAMAGES[damage]
+    written = CheckpointManager(str(checkpoints)).load(90).state.params.coef
+    make_damage(_step(checkpoints, 90))
     with caplog.at_level(logging.WARNING, logger="dsoftmax"):
-        regrouped, _ = _grouped_sgd_run(streamed, config, resume=saved[0])
-    assert "continues with another batch order" in caplog.text
-    assert not np.array_equal(regrouped.params.coef, ungrouped.params.coef)
+        resumed = _quiet_fit(_checkpointed(checkpoints), *data, resume=True)
+    np.testing.assert_array_equal(resumed.coef_, reference)
+    skipped = [r.getMessage() for r in caplog.records if "skipping a damaged" in r.getMessage()]
+    assert len(skipped) == 1, caplog.text
+    assert "step-0000000090' is damaged" in skipped[0]
+    assert re.search(message, skipped[0]), skipped[0]
+    # The resumed fit wrote step 90 again, whole, in place of the damaged one.
+    manager = CheckpointManager(str(checkpoints))
+    assert manager.steps() == STEPS
+    assert not _step(checkpoints, 90).is_symlink()
+    np.testing.assert_array_equal(manager.load(90).state.params.coef, written)
+
+
+def test_every_checkpoint_damaged_is_refused_and_left_as_it_is(checkpoints, data):
+    for step in STEPS:
+        _momentum_of_another_shape(_step(checkpoints, step))
+    before = {path: path.read_bytes() for path in checkpoints.rglob("*") if path.is_file()}
+    with pytest.raises(
+        CheckpointError,
+        match=r"every checkpoint in '.*ckpt' is damaged; the newest: checkpoint "
+        r"'.*step-0000000090' is damaged: .*optimizer_state\.velocity\.coef .* choose another "
+        r"checkpoint_dir",
+    ):
+        _quiet_fit(_checkpointed(checkpoints), *data, resume=True)
+    after = {path: path.read_bytes() for path in checkpoints.rglob("*") if path.is_file()}
+    assert after == before
+
+
+def test_resume_from_a_chosen_step_replaces_the_later_checkpoints(
+    checkpoints, data, reference, caplog
+):
+    with caplog.at_level(logging.WARNING, logger="dsoftmax"):
+        resumed = _quiet_fit(_checkpointed(checkpoints), *data, resume=70)
+    np.testing.assert_array_equal(resumed.coef_, reference)
+    assert "removed the checkpoint of step 90" in caplog.text  # when step 80 was written again
+    assert CheckpointManager(str(checkpoints)).steps() == STEPS
+
+
+def test_a_chosen_step_must_be_a_valid_checkpoint(checkpoints, data):
+    model = _checkpointed(checkpoints)
+    with pytest.raises(
+        CheckpointError, match=r"no checkpoint of step 75 in .* \(its checkpoints: steps 70, 80, 90"
+    ):
+        _quiet_fit(model, *data, resume=75)
+    _missing_array(_step(checkpoints, 80))
+    with pytest.raises(
+        CheckpointError,
+        match=r"step-0000000080' is damaged: .*params\.coef\.npy is missing\. Resume from "
+        r"another step \(70, 90\), or with resume=True",
+    ):
+        _quiet_fit(model, *data, resume=80)
+    for wrong in (-1, "80", 2.0):
+        with pytest.raises(TypeError, match="resume must be True, False or the step number"):
+            _quiet_fit(model, *data, resume=wrong)
+    with pytest.raises(ValueError, match="resume=80 needs checkpoint_dir"):
+        _quiet_fit(SoftmaxRegression(**TWO_EPOCHS), *data, resume=80)

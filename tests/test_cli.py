@@ -399,6 +399,14 @@ USAGE_ERRORS = {
         ("train", "d.zarr", "--model", "m", "--nesterov", "--momentum", "0"),
         r"--nesterov needs --momentum > 0",
     ),
+    "momentum of one": (
+        ("train", "d.zarr", "--model", "m", "--momentum", "1"),
+        r"argument --momentum: must be a number in \[0\.0, 1\.0\), got '1'",
+    ),
+    "fractional iterations": (
+        ("train", "d.zarr", "--model", "m", "--max-iter", "2.5"),
+        r"argument --max-iter: must be an integer, got '2\.5'",
+    ),
     "missing arguments": (
         ("train",),
         r"the following arguments are required: data, --model",
@@ -474,6 +482,56 @@ def test_data_errors_exit_1_with_one_line_and_leave_the_model_untouched(
     assert file_bytes(teacher_data) == dataset_before
     assert not (tmp_path / "p.zarr").exists()
     assert [path.name for path in tmp_path.iterdir()] == ["existing-model"]  # no staging left
+
+
+@pytest.mark.cluster
+def test_a_damaged_chunk_shows_as_one_line_and_the_worker_log_only_with_verbose(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "damaged.zarr"
+    rng = np.random.default_rng(3)
+    write_dataset(path, rng.standard_normal((1200, 3)).astype(np.float32), rng.integers(0, 3, 1200),
+                  chunk_rows=400)  # fmt: skip
+    (path / "X/c/1/0").write_bytes(b"these bytes are not a zstd frame " * 4)
+    # The default local cluster: its workers run the failing task and would log it here.
+    quiet, verbose = run_cli_many(
+        ("train", path, "--model", tmp_path / "quiet-model"),
+        ("train", path, "--model", tmp_path / "verbose-model", "-v"),
+    )
+    damaged = r"cannot read chunk 1 of X in '.*damaged\.zarr' \(rows 400 to 799"
+    assert_one_line_error(quiet, 1, damaged)
+    assert "Compute Failed" not in quiet.stderr
+    assert verbose.returncode == 1, describe(verbose)
+    assert "Compute Failed" in verbose.stderr and "read_row_chunk" in verbose.stderr
+    last = verbose.stderr.splitlines()[-1]
+    assert last.startswith("dsoftmax: error: ") and re.search(damaged, last), describe(verbose)
+    assert not (tmp_path / "quiet-model").exists() and not (tmp_path / "verbose-model").exists()
+
+
+def test_the_options_take_their_defaults_and_choices_from_the_library(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dsoftmax.cli import build_parser
+    from dsoftmax.defaults import CODECS, DEFAULT_CHUNK_ROWS, HOLD_CHOICES, SCHEDULES, SOLVERS
+
+    parser = build_parser()
+    train = parser.parse_args(["train", "d.zarr", "--model", "m"])
+    estimator = SoftmaxRegression().get_params()
+    for option in ("l2", "batch_size", "learning_rate", "lr_schedule", "momentum", "nesterov",
+                   "max_iter", "tol", "early_stopping", "validation_fraction", "class_weight",
+                   "hold_data", "checkpoint_every", "keep_checkpoints", "solver"):  # fmt: skip
+        assert getattr(train, option) == estimator[option], option
+    assert train.no_intercept is not estimator["fit_intercept"]
+    make = parser.parse_args(["make-data", "d.zarr"])
+    assert make.chunk_rows == DEFAULT_CHUNK_ROWS == estimator["chunk_rows"]
+    helps = {}
+    for command in ("train", "make-data"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        helps[command] = capsys.readouterr().out
+    for choices in (SOLVERS, SCHEDULES, HOLD_CHOICES):
+        assert "{" + ",".join(choices) + "}" in helps["train"]
+    assert "--codec {" + ",".join(CODECS) + "}" in helps["make-data"]
 
 
 # -------------------------------------------------------------------------------- convert

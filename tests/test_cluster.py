@@ -24,6 +24,7 @@ from dsoftmax.cluster import (
     dashboard_link,
     describe,
     get_client,
+    local_client,
     local_cluster,
     make_security,
 )
@@ -140,6 +141,14 @@ class TestDefaultLocalCluster:
         share = int(0.8 * MEMORY_LIMIT / n_workers)
         assert [worker["memory_limit"] for worker in workers] == [share] * n_workers
 
+    def test_workers_start_without_numpys_transparent_huge_pages(self, client):
+        environments = client.run(os.environ.get, "NUMPY_MADVISE_HUGEPAGE")
+        assert set(environments.values()) == {"0"}
+        # The setting reaches the workers only: this process's configuration is as it was.
+        assert "NUMPY_MADVISE_HUGEPAGE" not in dask.config.get(
+            "distributed.nanny.pre-spawn-environ", {}
+        )
+
     def test_dashboard_is_on_loopback_or_off_without_bokeh(self, client):
         link = dashboard_link(client)
         try:
@@ -166,6 +175,12 @@ class TestDefaultLocalCluster:
     def test_a_client_given_is_returned_as_is(self, client):
         with distributed.Client(client.scheduler.address, set_as_default=False) as other:
             assert get_client(other) is other
+
+    def test_it_is_the_shared_local_client_and_its_workers_log_warnings(self, client):
+        assert local_client() is client
+        assert local_client(worker_log_level=logging.CRITICAL) is client  # running: as it is
+        levels = client.run(stream_handler_levels)
+        assert set(levels.values()) == {(logging.WARNING,)}, levels
 
 
 @pytest.mark.cluster
@@ -202,6 +217,22 @@ def test_close_local_cluster_closes_client_and_cluster_and_their_processes(caplo
 def test_local_cluster_rejects_bad_settings_before_starting(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         local_cluster(**kwargs)
+
+
+def stream_handler_levels() -> tuple[int, ...]:
+    """The levels of the stream handlers of the ``distributed`` logger (run on a worker)."""
+    handlers = logging.getLogger("distributed").handlers
+    return tuple(h.level for h in handlers if isinstance(h, logging.StreamHandler))
+
+
+@pytest.mark.cluster
+def test_the_workers_of_a_local_cluster_print_their_logs_from_the_level_asked():
+    with (
+        local_cluster(n_workers=1, dashboard=False, worker_log_level=logging.CRITICAL) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        levels = client.run(stream_handler_levels)
+    assert set(levels.values()) == {(logging.CRITICAL,)}, levels
 
 
 # --- connecting to an address ---------------------------------------------------------------

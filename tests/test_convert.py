@@ -22,14 +22,14 @@ import zarr
 from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 
 from dsoftmax import cli
-from dsoftmax.convert import (
+from dsoftmax.data import Dataset, open_dataset
+from dsoftmax.data.convert import (
     FORMATS,
     convert_csv,
     convert_parquet,
     convert_svmlight,
     detect_format,
 )
-from dsoftmax.data import Dataset, open_dataset
 
 CLI = (sys.executable, "-m", "dsoftmax")
 COMMAND_TIMEOUT = 120.0

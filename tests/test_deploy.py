@@ -370,6 +370,22 @@ def test_launch_script_builds_the_dask_command_or_refuses(
         assert command[: len(expected)] == expected
 
 
+@pytest.mark.parametrize(("given", "expected"), [(None, "0"), ("1", "1")])
+def test_worker_script_starts_workers_without_numpys_huge_pages_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str | None, expected: str
+) -> None:
+    dask_command = tmp_path / "dask"
+    dask_command.write_text('#!/bin/sh\necho "huge-pages=${NUMPY_MADVISE_HUGEPAGE-unset}"\n')
+    dask_command.chmod(0o755)
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    env = {"DASK": str(dask_command)}
+    if given is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = given
+    result = run_script(HOSTS / "start-worker.sh", "tcp://127.0.0.1:8786", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"huge-pages={expected}"]
+
+
 # ------------------------------------------------------------------------------ Dockerfile
 def test_dockerfile_installs_dsoftmax_with_s3_on_python_311_slim_as_a_non_root_user() -> None:
     instructions = dockerfile_instructions(DOCKERFILE)
@@ -995,4 +1011,6 @@ def test_slurm_example_job_script_starts_tls_workers(
     with jobqueue.SLURMCluster(**options) as cluster:
         script = cluster.job_script()
     assert "--nthreads 1" in script and "--nworkers 4" in script
+    prologue = script.index("export NUMPY_MADVISE_HUGEPAGE=0")
+    assert prologue < script.index("distributed.cli.dask_worker")
     assert f"--tls-cert {certs / 'worker.pem'}" in script

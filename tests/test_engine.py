@@ -5,20 +5,18 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
+from daskprocs import small_local_cluster
 from distributed import Client, LocalCluster
 
-from dsoftmax.engine import (
-    STREAM_GROUP_BLOCKS,
-    DaskEngine,
-    LocalEngine,
-    _resolve_hold,
-    assemble_block,
-    evaluate_blocks,
+from dsoftmax import kernels
+from dsoftmax.engine import DaskEngine, LocalEngine
+from dsoftmax.engine.blocks import KINDS, Evaluation, Share, assemble_block, evaluate_share
+from dsoftmax.engine.plan import resolve_hold as _resolve_hold
+from dsoftmax.engine.reduce import (
     fold_owned,
     node_value,
     owned_nodes,
     reduce_owned,
-    softmax_block_sums,
     tree_reduce,
     tree_root,
 )
@@ -51,14 +49,7 @@ def problem():
 
 
 def _cluster(n_workers: int, memory_limit: str = "1GiB") -> LocalCluster:
-    return LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        memory_limit=memory_limit,
-    )
+    return small_local_cluster(n_workers, memory_limit)
 
 
 @pytest.fixture(scope="module", params=[1, 2, 3], ids=lambda n: f"{n}-workers")
@@ -77,6 +68,27 @@ def _dask_inputs(X, y, weights, chunks):
 
 def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+def _whole_share(selections):
+    n = len(selections)
+    return Share(list(range(n)), list(selections), n, list(range(n)), [0] * n)
+
+
+def softmax_block_sums(block, params, rows, class_weight):
+    """The sums of one block's selected rows, through the workers' evaluation."""
+    ((_, sums),) = evaluate_share(
+        Evaluation("sums", params, class_weight, 0), _whole_share([rows]), [block]
+    )
+    return sums
+
+
+def evaluate_blocks(kind, blocks, params, selections, class_weight):
+    """Per block, the values of the workers' evaluation, before any addition."""
+    leaves = KINDS[kind].leaves(
+        Evaluation(kind, params, class_weight, 0), _whole_share(selections), iter(blocks)
+    )
+    return [own_sums(value) for value in leaves]
 
 
 # Results per chunking and worker count, to compare bit for bit across worker counts.
@@ -242,8 +254,8 @@ def test_streaming_gives_the_held_engines_sums_bit_for_bit(client, problem, weig
     with DaskEngine(client, *inputs, hold="memory") as held:
         expected = [held.sums(params), held.sums(params, minibatch), held.metrics(params, spread)]
     with DaskEngine(client, *inputs, hold="stream") as streamed:
-        assert streamed.hold == "stream" and streamed.sampling_group == STREAM_GROUP_BLOCKS
-        streamed._window = 4  # fewer blocks than the data has
+        assert streamed.hold == "stream"
+        streamed.window = 4  # fewer blocks than the data has
         # A pass over more blocks than the window reads them and holds none.
         assert _same_sums(streamed.sums(params), expected[0])
         assert streamed.blocks == []
@@ -280,11 +292,12 @@ def _small():
 
 @pytest.mark.cluster
 def test_auto_streams_a_dataset_larger_than_the_workers_memory():
-    # 2 workers × 300 MiB; 400,000 float64 rows × 128 features take 391 MiB, more than half.
+    # 2 workers × 380 MiB (each holds ~170 MiB of compiled kernel and its compiler); 400,000
+    # float64 rows × 128 features take 391 MiB, more than half.
     big_X = da.zeros((400_000, 128), chunks=(25_000, -1))
     big_y = da.zeros(400_000, dtype=np.int64, chunks=25_000)
     with (
-        _cluster(2, memory_limit="300MiB") as cluster,
+        _cluster(2, memory_limit="380MiB") as cluster,
         Client(cluster) as small_client,
         DaskEngine(small_client, big_X, big_y) as engine,
     ):
@@ -360,7 +373,7 @@ def test_big_evaluations_go_unpacked_to_a_thread_with_the_same_bits(problem, mon
     with _cluster(2) as cluster, Client(cluster) as two:
         with DaskEngine(two, *_dask_inputs(X, y, weights, UNEVEN_CHUNKS)) as engine:
             packed = engine.sums(params)  # small: one pickled buffer, on the event loop
-            monkeypatch.setattr("dsoftmax.engine.SMALL_EVALUATION_WORK", 0)
+            monkeypatch.setattr("dsoftmax.engine.dask.SMALL_EVALUATION_WORK", 0)
             trips = engine.n_round_trips
             unpacked = engine.sums(params)  # "big": Dask's serialization, in the actor thread
             assert engine.n_round_trips == trips + 1  # answered by the servers, not tasks
@@ -368,14 +381,17 @@ def test_big_evaluations_go_unpacked_to_a_thread_with_the_same_bits(problem, mon
 
 
 def test_block_server_messages_round_trip_without_pickle():
-    from dsoftmax.engine import Share, decode_reply, decode_request, encode_reply, encode_request
+    from dsoftmax.engine.actor import decode_reply, decode_request, encode_reply, encode_request
     from dsoftmax.objective import BlockMetrics
 
     params = Params(np.arange(6, dtype=np.float32).reshape(2, 3), None)
-    share = Share([0, 3], [None, np.array([1, 4], dtype=np.int64)], 5)
-    kind, keys, got, got_share, weights = decode_request(
-        encode_request("sums", ["softmax-block-x-0"], params, share, np.array([1.0, 2.0]))
+    share = Share([0, 3], [None, np.array([1, 4], dtype=np.int64)], 5, [2, 7], [10, 40])
+    evaluation = Evaluation("sums", params, np.array([1.0, 2.0]), 2)
+    decoded, keys, got_share = decode_request(
+        encode_request(evaluation, ["softmax-block-x-0"], share)
     )
+    kind, got, weights = decoded.kind, decoded.params, decoded.class_weight
+    assert (got_share.indices, got_share.row_starts, decoded.n_classes) == ([2, 7], [10, 40], 2)
     assert (kind, keys, got_share.positions, got_share.n_parts) == (
         "sums",
         ["softmax-block-x-0"],
@@ -420,7 +436,12 @@ def test_selected_rows_equal_fancy_indexing_and_reject_rows_outside_the_block():
     params = Params(rng.normal(size=(3, 5)), rng.normal(size=3))
     for rows in (np.array([3, 7, 7, 99]), np.arange(0, 100, 3), np.array([0])):
         got = softmax_block_sums(block, params, rows, None)
-        expected = block_sums(params, block.X[rows], block.labels[rows], block.sample_weight[rows])
+        expected = kernels.block_sums(
+            kernels.prepare(params, block.X.dtype),
+            block.X[rows],
+            block.labels[rows],
+            block.sample_weight[rows],
+        )
         assert got.loss_sum == expected.loss_sum
         assert np.array_equal(got.grad_coef_sum, expected.grad_coef_sum)
     with pytest.raises(IndexError, match="outside a block of 100 rows"):
@@ -458,3 +479,97 @@ def test_minibatch_sums_gathered_across_blocks_equal_per_block_sums(labels_kind,
         assert np.array_equal(got.grad_intercept_sum, alone.grad_intercept_sum)
     with pytest.raises(IndexError, match="outside a block of 7 rows"):
         evaluate_blocks("sums", blocks, params, [*selections[:3], np.array([7])], None)
+
+
+# --------------------------------------------------------------------------- hold_data="auto"
+def _workers(rss: int, limit: int = 2 * 2**30, n: int = 2) -> list:
+    from dsoftmax.engine.plan import WorkerMemory
+
+    return [WorkerMemory(f"tcp://127.0.0.1:{4000 + i}", limit, rss) for i in range(n)]
+
+
+def test_auto_holds_blocks_that_fit_beside_what_the_workers_already_use():
+    from dsoftmax.engine.plan import hold_choice
+
+    blocks = [64 * 2**20] * 8  # 512 MiB on 2 × 2 GiB workers
+    hold, reason = hold_choice(
+        blocks, _workers(rss=200 * 2**20), work_bytes=2**20, budget_fraction=0.6
+    )
+    assert hold == "memory"
+    assert reason.startswith("512.00 MiB held in worker memory (hold_data='auto'): worker ")
+    assert "its budget is 1.02 GiB (60% of its 2.00 GiB limit, less a 15% margin)" in reason
+
+
+def test_auto_streams_when_unmanaged_memory_leaves_too_little_room_under_half_the_limits():
+    from dsoftmax.engine.plan import AUTO_MEMORY_SHARE, hold_choice
+
+    # 1.9 GiB on 2 × 2 GiB workers: under half the limits, yet each worker's 0.95 GiB share,
+    # with the 400 MiB it uses already and the kernel's runtime, is over its spill budget.
+    blocks = [int(1.9 * 2**30 / 16)] * 16
+    assert sum(blocks) <= AUTO_MEMORY_SHARE * 4 * 2**30
+    hold, reason = hold_choice(
+        blocks, _workers(rss=400 * 2**20), work_bytes=2**20, budget_fraction=0.6
+    )
+    assert hold == "stream"
+    assert reason.startswith("1.90 GiB streamed from the store (hold_data='auto'): worker ")
+    assert "needs 1.68 GiB for its 0.95 GiB of blocks, the 400.00 MiB it holds before" in reason
+    # The same blocks on idle workers without the margin's pressure fit.
+    assert hold_choice(blocks, _workers(rss=0), work_bytes=0, budget_fraction=1.0)[0] == "memory"
+
+
+def test_auto_streams_beyond_half_the_limits_and_holds_without_limits():
+    from dsoftmax.engine.plan import hold_choice
+
+    blocks = [2**30] * 3
+    hold, reason = hold_choice(blocks, _workers(rss=0), work_bytes=0, budget_fraction=1.0)
+    assert hold == "stream" and "more than 50% of the workers' 4.00 GiB of memory limits" in reason
+    unlimited = _workers(rss=0, limit=0)
+    assert hold_choice(blocks, unlimited, work_bytes=0, budget_fraction=1.0) == (
+        "memory", "3.00 GiB held in worker memory: the workers' memory is not limited"
+    )  # fmt: skip
+
+
+def test_stream_window_holds_what_fits_below_each_workers_pause_budget():
+    from dsoftmax.engine.plan import KERNEL_RUNTIME_BYTES, MIN_WINDOW_BLOCKS, window_blocks
+
+    mib = 2**20
+    blocks = [8 * mib] * 200
+    # 2 × 1 GiB workers at 400 MiB: a budget of 0.8 × 0.85 × 1 GiB = 696 MiB each, less the
+    # kernel's runtime, 2 blocks being read and 1 MiB of work arrays: 179 MiB, 22 blocks each.
+    room = int(0.8 * 0.85 * 1024 * mib) - 400 * mib - KERNEL_RUNTIME_BYTES - 16 * mib - mib
+    window = window_blocks(
+        blocks, _workers(rss=400 * mib, limit=1024 * mib), work_bytes=mib, budget_fraction=0.8
+    )
+    assert window == 2 * (room // (8 * mib)) == 44
+    # Busier workers hold fewer; the quarter of the limits caps idle ones; a worker with no room
+    # left still gets the fewest blocks minibatches need.
+    busier = window_blocks(
+        blocks, _workers(rss=500 * mib, limit=1024 * mib), work_bytes=mib, budget_fraction=0.8
+    )
+    assert MIN_WINDOW_BLOCKS < busier < window
+    idle = window_blocks(
+        blocks, _workers(rss=0, limit=1024 * mib), work_bytes=0, budget_fraction=1.0
+    )
+    assert idle == int(0.25 * 2048 * mib) // (8 * mib) == 64
+    full = window_blocks(
+        blocks, _workers(rss=400 * mib, limit=512 * mib), work_bytes=mib, budget_fraction=0.8
+    )
+    assert full == MIN_WINDOW_BLOCKS
+    # Without limits every block may be held.
+    unlimited = window_blocks(blocks, _workers(rss=0, limit=0), work_bytes=0, budget_fraction=0.8)
+    assert unlimited == len(blocks)
+
+
+@pytest.mark.cluster
+def test_auto_logs_its_choice_on_a_real_cluster(caplog):
+    import logging
+
+    X = da.from_array(np.ones((2000, 4), dtype=np.float32), chunks=(500, 4))
+    y = da.from_array(np.zeros(2000, dtype=np.int32), chunks=500)
+    with small_local_cluster(2) as cluster, Client(cluster) as client:
+        with caplog.at_level(logging.INFO, logger="dsoftmax"):
+            engine = DaskEngine(client, X, y, None, hold="auto", n_classes=3)
+        lines = [r.getMessage() for r in caplog.records if "hold_data='auto'" in r.getMessage()]
+        assert engine.hold == "memory" and len(lines) == 1, lines
+        assert "held in worker memory" in lines[0] and "its budget is" in lines[0]
+        engine.close()

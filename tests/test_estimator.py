@@ -14,9 +14,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 
-from dsoftmax import SoftmaxRegression, l2_from_sklearn_C, make_classification, open_dataset
-from dsoftmax.modelfile import ModelFileError
+from dsoftmax import (
+    SoftmaxRegression,
+    l2_from_sklearn_C,
+    make_classification,
+    open_dataset,
+    write_dataset,
+)
 from dsoftmax.objective import Params, loss_and_grad, softmax
+from dsoftmax.persist import ModelFileError
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +246,74 @@ def test_partial_fit_and_warm_start(digits):
     assert _objective(warm, X, y, 1e-3) < _objective(cold, X, y, 1e-3)
 
 
+def test_hyper_parameters_are_checked_as_the_validation_module_checks_them():
+    X, y = np.zeros((4, 1)), [0, 1, 0, 1]
+    with pytest.raises(TypeError, match=r"fit_intercept must be True or False, got 'no'"):
+        SoftmaxRegression(fit_intercept="no").fit(X, y)
+    with pytest.raises(ValueError, match=r"lr_schedule must be one of \['constant', 'inverse_s"):
+        SoftmaxRegression(lr_schedule="linear").fit(X, y)
+    with pytest.raises(TypeError, match=r"max_iter must be an integer, got True of type bool"):
+        SoftmaxRegression(max_iter=True).fit(X, y)
+    with pytest.raises(ValueError, match=r"'seed' cannot be used to seed"):
+        SoftmaxRegression(random_state="seed").fit(X, y)
+
+
+def test_not_converging_warns_in_scikit_learns_words_with_the_fix(digits):
+    X, y = digits
+    with pytest.warns(ConvergenceWarning, match=r"^lbfgs failed to converge in max_iter=2 "
+                      r"iterations.*; increase max_iter or tol, or standardize the features\.$"):
+        SoftmaxRegression(max_iter=2).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match=r"^sgd failed to converge in max_iter=1 epochs; "
+                      r"increase max_iter or tol\.$"):
+        SoftmaxRegression(solver="sgd", max_iter=1, random_state=0).fit(X, y)
+
+
+def _float32_inputs(X, y, tmp_path):
+    dataset = write_dataset(tmp_path / "f32.zarr", X, y, chunk_rows=500)
+    return {
+        "numpy": (X, y),
+        "dask": (da.from_array(X, chunks=(500, -1)), da.from_array(y, chunks=500)),
+        "dataset": (dataset, None),
+    }
+
+
+@pytest.mark.cluster
+def test_coef_and_intercept_take_the_dtype_of_the_training_features(
+    digits, tmp_path, cluster_client
+):
+    X, y = digits
+    X32 = X.astype(np.float32)
+    model64 = SoftmaxRegression(l2=1e-3).fit(X, y)
+    assert model64.coef_.dtype == model64.intercept_.dtype == np.float64
+    for kind, (features, labels) in _float32_inputs(X32, y, tmp_path).items():
+        client = None if kind == "numpy" else cluster_client
+        model = SoftmaxRegression(l2=1e-3, client=client).fit(features, labels)
+        assert model.coef_.dtype == model.intercept_.dtype == np.float32, kind
+        assert model.predict_proba(X32).dtype == np.float32
+        np.testing.assert_allclose(model.coef_, model64.coef_, atol=1e-3, err_msg=kind)
+        model.save(str(tmp_path / kind))
+        loaded = SoftmaxRegression.load(str(tmp_path / kind))
+        np.testing.assert_array_equal(loaded.coef_, model.coef_)
+        assert loaded.intercept_.dtype == np.float32
+
+
+def test_a_warm_start_on_float32_data_continues_from_the_unrounded_weights(digits, tmp_path):
+    X, y = digits
+    X32 = X.astype(np.float32)
+    in_memory = SoftmaxRegression(l2=1e-3, max_iter=3, warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        in_memory.fit(X32, y)
+        in_memory.save(str(tmp_path / "model"))
+        from_file = SoftmaxRegression.load(str(tmp_path / "model"))  # float32 weights only
+        in_memory.fit(X32, y)
+        from_file.fit(X32, y)
+    assert in_memory.coef_.dtype == from_file.coef_.dtype == np.float32
+    # The same three iterations from float64 weights or from their float32 rounding.
+    np.testing.assert_allclose(in_memory.coef_, from_file.coef_, rtol=1e-3, atol=1e-4)
+    assert not np.array_equal(in_memory.coef_, from_file.coef_)
+
+
 @pytest.mark.cluster
 def test_predictions_on_dask_input_stay_lazy(digits, cluster_client):
     X, y = digits
@@ -287,7 +361,7 @@ def test_model_and_checkpoints_on_an_object_store(s3_storage_options, digits):
     model.save(f"{base}/model", storage_options=storage_options)
     loaded = SoftmaxRegression.load(f"{base}/model", storage_options=storage_options)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
-    from dsoftmax.checkpoint import CheckpointManager
+    from dsoftmax.persist import CheckpointManager
 
     manager = CheckpointManager(f"{base}/checkpoints", storage_options=storage_options)
     assert len(manager.steps()) == 1  # older ones pruned

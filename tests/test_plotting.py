@@ -3,6 +3,7 @@ refusals, the missing-matplotlib message, and ``dsoftmax plot`` with and without
 
 from __future__ import annotations
 
+import itertools
 import logging
 import subprocess
 import sys
@@ -13,10 +14,18 @@ import pytest
 from matplotlib.image import imread
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import confusion_matrix
 
 from dsoftmax import SoftmaxRegression, cli, write_dataset
 from dsoftmax.evaluation import evaluate_model
-from dsoftmax.plotting import DPI, PANEL_SIZE, plot_training
+from dsoftmax.plotting import (
+    DPI,
+    MAX_CONFUSED_PAIRS,
+    MAX_LABEL_CHARS,
+    MAX_MATRIX_CLASSES,
+    PANEL_SIZE,
+    plot_training,
+)
 
 CLI = (sys.executable, "-m", "dsoftmax")
 COMMAND_TIMEOUT = 180.0
@@ -107,7 +116,7 @@ def test_plot_of_an_lbfgs_model_has_one_panel_per_iteration(digits, tmp_path):
 
 def test_plot_takes_a_bare_matrix_and_writes_no_counts_for_many_classes(tmp_path):
     rng = np.random.default_rng(0)
-    n_classes = 60
+    n_classes = MAX_MATRIX_CLASSES - 2  # still a matrix, with cells too small for numbers
     X = rng.standard_normal((600, 4)).astype(np.float32)
     labels = np.arange(600) % n_classes
     model = SoftmaxRegression(solver="lbfgs", l2=1e-2, max_iter=200).fit(X, labels)
@@ -117,10 +126,191 @@ def test_plot_takes_a_bare_matrix_and_writes_no_counts_for_many_classes(tmp_path
     figure = plot_training(model, confusion=matrix)
 
     confusion = figure.axes[1]
-    assert len(confusion.texts) == 0  # 3600 numbers would be unreadable
+    assert len(confusion.texts) == 0  # 2304 numbers would be unreadable
     assert confusion.get_xticklabels() == [] or len(confusion.get_xticks()) < n_classes
     assert np.all(confusion.images[0].get_array()[3] == 0)
     assert "accuracy" not in confusion.get_title()
+
+
+def fitted_on(names: list[str]) -> SoftmaxRegression:
+    """A model whose ``classes_`` are ``names`` (in sorted order), fitted on noise."""
+    rng = np.random.default_rng(1)
+    n_samples = 3 * len(names)
+    X = rng.standard_normal((n_samples, 4)).astype(np.float32)
+    labels = np.asarray(names)[np.arange(n_samples) % len(names)]
+    return SoftmaxRegression(solver="lbfgs", l2=1.0).fit(X, labels)
+
+
+def long_names(n_classes: int) -> list[str]:
+    return [f"{i:03d}_a_class_with_a_long_name" for i in range(n_classes)]
+
+
+def cut(name: str) -> str:
+    return name[: MAX_LABEL_CHARS - 1] + "…"
+
+
+def test_lbfgs_loss_is_its_height_above_the_lowest_on_a_log_axis(digits):
+    X, labels = digits
+    model = SoftmaxRegression(solver="lbfgs", l2=1e-2).fit(X[:600], labels[:600])
+
+    (axes,) = plot_training(model).axes
+
+    assert axes.get_yscale() == "log"
+    gaps = np.asarray(model.loss_curve_) - min(model.loss_curve_)
+    floor = 0.1 * gaps[gaps > 0].min()
+    curve, star = axes.lines
+    np.testing.assert_allclose(curve.get_ydata(), np.maximum(gaps, floor))
+    # A linear axis would squash all this into a flat line: the run spans decades.
+    assert curve.get_ydata().max() / curve.get_ydata().min() > 1e3
+    best = int(np.argmin(model.loss_curve_))
+    assert (list(star.get_xdata()), list(star.get_ydata())) == ([best + 1], [floor])
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert legend[1].startswith(f"J_best = {model.loss_curve_[best]:.6g} (iteration {best + 1})")
+    assert axes.get_ylabel().startswith("J − J_best")
+
+
+def test_sgd_loss_marks_the_epoch_of_the_lowest_validation_loss(sgd_model):
+    loss, accuracy = plot_training(sgd_model).axes
+
+    assert loss.get_yscale() == "log"
+    training, validation, best_line = loss.lines
+    assert training.get_linestyle() != validation.get_linestyle()
+    val_loss = [scores["val_loss"] for scores in sgd_model.validation_scores_]
+    best = int(np.argmin(val_loss)) + 1
+    assert list(best_line.get_xdata()) == [best, best]
+    assert [line.get_xdata()[0] for line in accuracy.lines[1:]] == [best]
+    assert [text.get_text() for text in loss.get_legend().get_texts()] == [
+        "training objective",
+        "validation loss",
+        f"lowest validation loss: {min(val_loss):.4g} (epoch {best})",
+    ]
+    # The second half of the validation curve, magnified on a linear scale.
+    (inset,) = loss.child_axes
+    first = len(val_loss) // 2 + 1
+    np.testing.assert_allclose(inset.lines[0].get_xdata(), np.arange(first, len(val_loss) + 1))
+    np.testing.assert_allclose(inset.lines[0].get_ydata(), val_loss[first - 1 :])
+    assert inset.get_yscale() == "linear"
+
+
+def assert_inside_their_cells(axes, n_classes: int) -> None:
+    for index, text in enumerate(axes.texts):
+        row, column = divmod(index, n_classes)
+        cell = axes.transData.transform([(column - 0.5, row - 0.5), (column + 0.5, row + 0.5)])
+        box = text.get_window_extent()
+        assert cell[:, 0].min() < box.x0 < box.x1 < cell[:, 0].max(), text.get_text()
+        assert cell[:, 1].min() < box.y0 < box.y1 < cell[:, 1].max(), text.get_text()
+
+
+def test_counts_are_written_inside_their_cells_at_10_classes(sgd_model, digits):
+    X, labels = digits
+    matrix = confusion_matrix(labels[1500:], sgd_model.predict(X[1500:]),
+                              labels=sgd_model.classes_)  # fmt: skip
+
+    figure = plot_training(sgd_model, confusion=matrix)
+    figure.draw_without_rendering()
+
+    axes = figure.axes[2]
+    assert [text.get_text() for text in axes.texts] == [f"{count:.4g}" for count in matrix.ravel()]
+    assert_inside_their_cells(axes, 10)
+
+
+@pytest.mark.parametrize(
+    ("n_classes", "largest", "written"), [(20, 999, True), (20, 99999, False), (30, 9, False)]
+)
+def test_counts_are_written_only_where_they_fit(n_classes, largest, written):
+    model = fitted_on([f"c{i:02d}" for i in range(n_classes)])
+    matrix = np.random.default_rng(3).integers(0, largest, (n_classes, n_classes))
+    matrix[0, 0] = largest
+
+    figure = plot_training(model, confusion=matrix)
+    figure.draw_without_rendering()
+
+    axes = figure.axes[1]
+    assert len(axes.texts) == (n_classes**2 if written else 0)  # all or none
+    assert_inside_their_cells(axes, n_classes)
+    assert all(text.get_fontsize() >= 6 for text in axes.texts)
+
+
+@pytest.mark.parametrize("n_classes", [10, 20, 45])
+def test_class_labels_are_cut_and_never_overlap(n_classes):
+    model = fitted_on(long_names(n_classes))
+    matrix = np.random.default_rng(2).integers(0, 50, (n_classes, n_classes))
+
+    figure = plot_training(model, confusion=matrix)
+    figure.draw_without_rendering()
+
+    axes = figure.axes[1]
+    for ticks, labels in [(axes.get_xticks(), axes.get_xticklabels()),
+                          (axes.get_yticks(), axes.get_yticklabels())]:  # fmt: skip
+        # Each label names the class at its position, cut to MAX_LABEL_CHARS with an ellipsis.
+        assert [label.get_text() for label in labels] == [
+            cut(model.classes_[int(tick)]) for tick in ticks
+        ]
+    y_boxes = [label.get_window_extent() for label in axes.get_yticklabels()]
+    assert not any(a.overlaps(b) for a, b in itertools.pairwise(y_boxes))
+    # Slanted labels have overlapping bounding boxes; their lines must stand a line apart.
+    x_labels = axes.get_xticklabels()
+    rotation = np.deg2rad(x_labels[0].get_rotation())
+    step = abs(np.diff(axes.transData.transform([(t, 0) for t in axes.get_xticks()])[:, 0]))
+    line_height = x_labels[0].get_fontsize() * figure.dpi / 72
+    assert np.all(step * np.sin(rotation) >= line_height)
+    if n_classes > 20:  # too many to name all: every n-th
+        assert len(axes.get_yticks()) < n_classes
+
+
+def test_many_classes_list_the_most_confused_pairs_instead_of_a_matrix():
+    names = long_names(200)
+    model = fitted_on(names)
+    matrix = np.diag(np.full(200, 20))
+    matrix[5, 17] = 9  # the most rows: first
+    matrix[2, 2], matrix[2, 150] = 40, 7  # 7 of 47 rows
+    matrix[100, 3] = 7  # 7 of 27 rows: a larger share, before (2, 150)
+    matrix[7, 7], matrix[7, 8] = 0, 1  # the whole class, but one row: after them
+    matrix[np.arange(30, 60), np.arange(31, 61)] = 1  # more pairs than are listed
+
+    figure = plot_training(model, confusion={"confusion_matrix": matrix, "accuracy": 0.9})
+
+    axes = figure.axes[1]
+    assert len(figure.axes) == 2 and not axes.images  # no matrix, no colour bar
+    assert axes.get_title() == "Top confusions, 200 classes (accuracy 90.00%)"
+    pairs = [label.get_text() for label in axes.get_yticklabels()]
+    assert len(pairs) == MAX_CONFUSED_PAIRS
+    assert pairs[:4] == [
+        f"{cut(names[5])} → {cut(names[17])}",
+        f"{cut(names[100])} → {cut(names[3])}",
+        f"{cut(names[2])} → {cut(names[150])}",
+        f"{cut(names[7])} → {cut(names[8])}",
+    ]
+    assert [bar.get_width() for bar in axes.patches][:4] == [9, 7, 7, 1]
+    assert [text.get_text() for text in axes.texts][:4] == [
+        "9 (31.0%)", "7 (25.9%)", "7 (14.9%)", "1 (100.0%)"
+    ]  # fmt: skip
+    assert len(axes.texts) == MAX_CONFUSED_PAIRS  # those labels only, no cell is written
+
+
+@pytest.mark.parametrize(
+    ("n_classes", "draws_matrix"), [(MAX_MATRIX_CLASSES, True), (MAX_MATRIX_CLASSES + 1, False)]
+)
+def test_the_matrix_gives_way_to_the_pairs_above_the_limit(n_classes, draws_matrix):
+    model = fitted_on([f"c{i:02d}" for i in range(n_classes)])
+    matrix = np.ones((n_classes, n_classes))
+
+    confusion = plot_training(model, confusion=matrix).axes[1]
+
+    assert bool(confusion.images) == draws_matrix
+    title = "Confusion matrix" if draws_matrix else "Top confusions"
+    assert confusion.get_title().startswith(title)
+
+
+def test_an_evaluation_without_errors_says_so_in_the_pairs_panel():
+    model = fitted_on(long_names(MAX_MATRIX_CLASSES + 1))
+
+    axes = plot_training(model, confusion=np.eye(MAX_MATRIX_CLASSES + 1)).axes[1]
+
+    assert not axes.patches
+    assert [text.get_text() for text in axes.texts] == [
+        "no confusion: every row is on the diagonal"
+    ]
 
 
 @pytest.mark.parametrize(

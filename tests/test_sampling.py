@@ -244,21 +244,21 @@ def test_split_validation_rejects_bad_arguments(arguments, error, message):
 
 @pytest.mark.parametrize("radix", [True, False])
 @pytest.mark.parametrize(
-    ("rows", "batch_size", "group_blocks"),
+    ("rows", "batch_size", "shuffle_window"),
     [(N_SAMPLES, 8, None), (N_SAMPLES, 103, None), (np.arange(3, 400, 4), 9, None),
-     (400, 7, 3), (np.arange(0, 400, 3), 16, 2)],
+     (400, 7, 100), (np.arange(0, 400, 3), 16, 64)],
 )  # fmt: skip
 def test_each_batch_is_its_slice_of_the_visit_order_sorted(
-    monkeypatch, rows, batch_size, group_blocks, radix
+    monkeypatch, rows, batch_size, shuffle_window, radix
 ):
     import dsoftmax.sampling
 
     # The 32-bit sort of many-batch epochs, on a small epoch.
     monkeypatch.setattr(dsoftmax.sampling, "RADIX_SORT_BATCHES", 2**16 if radix else 1)
-    sampler = EpochSampler(rows, batch_size, seed=5, group_blocks=group_blocks)
+    sampler = EpochSampler(rows, batch_size, seed=5, shuffle_window=shuffle_window)
     chunks = GROUP_CHUNKS if sampler.rows[-1] >= N_SAMPLES else UNEVEN_CHUNKS
     for epoch in (0, 3):
-        order = sampler.grouped_epoch_rows(epoch, chunks)
+        order = sampler.epoch_rows(epoch)
         expected = [
             rows_to_blocks(order[start : start + sampler.batch_size], chunks)
             for start in range(0, sampler.n_rows, sampler.batch_size)
@@ -279,52 +279,51 @@ def test_sorted_within_batches_sorts_each_slice_in_place():
         np.testing.assert_array_equal(sorted_within_batches(order, batch_size), expected)
 
 
-# ------------------------------------------------------------- block-group order (streaming)
+# ------------------------------------------------------------- shuffle windows (streaming)
 GROUP_CHUNKS = [50, 30, 70, 20, 80, 40, 60, 50]  # 8 blocks, 400 rows
 
 
-def test_grouped_epochs_visit_every_row_once_a_few_blocks_per_batch():
-    sampler = EpochSampler(400, batch_size=25, seed=3, group_blocks=2)
-    batches = list(sampler.batches(0, GROUP_CHUNKS))
-    rows = np.concatenate([batch.global_rows(GROUP_CHUNKS) for batch in batches])
+def test_windowed_epochs_visit_every_row_once_a_window_or_two_per_batch():
+    sampler = EpochSampler(400, batch_size=25, seed=3, shuffle_window=100)
+    batches = list(sampler.batch_rows(0))
+    rows = np.concatenate(batches)
     assert np.array_equal(np.sort(rows), np.arange(400))
-    # A batch draws from one group of 2 blocks, or from two when it straddles a boundary.
-    assert max(len(batch.blocks) for batch in batches) <= 4
-    starts = block_starts(GROUP_CHUNKS)
-    order = sampler.grouped_epoch_rows(0, GROUP_CHUNKS)
-    block_of = np.searchsorted(starts, order, side="right") - 1
-    # The epoch visits each group's blocks in one run: 4 groups, 4 runs of group ids.
-    first_seen = list(dict.fromkeys(block_of.tolist()))
-    groups = [set(first_seen[i : i + 2]) for i in range(0, 8, 2)]
-    group_of = np.array(
-        [next(g for g, blocks in enumerate(groups) if b in blocks) for b in block_of]
-    )
-    assert np.count_nonzero(np.diff(group_of)) == 3
-    assert np.array_equal(group_of, np.sort(group_of))
+    # A batch draws from one window of 100 rows, or from two when it straddles a boundary.
+    assert max(len(np.unique(batch // 100)) for batch in batches) <= 2
+    # The epoch visits each window in one run: 4 windows, 4 runs of window ids.
+    window_of = sampler.epoch_rows(0) // 100
+    assert np.count_nonzero(np.diff(window_of)) == 3
+    assert sorted(dict.fromkeys(window_of.tolist())) == [0, 1, 2, 3]
 
 
-def test_grouped_order_is_seeded_and_differs_by_epoch():
-    first = EpochSampler(400, 25, seed=3, group_blocks=2).grouped_epoch_rows(0, GROUP_CHUNKS)
-    again = EpochSampler(400, 25, seed=3, group_blocks=2).grouped_epoch_rows(0, GROUP_CHUNKS)
+def test_windowed_order_is_seeded_differs_by_epoch_and_ignores_the_chunking():
+    first = EpochSampler(400, 25, seed=3, shuffle_window=100).epoch_rows(0)
+    again = EpochSampler(400, 25, seed=3, shuffle_window=100).epoch_rows(0)
     assert np.array_equal(first, again)
-    other = EpochSampler(400, 25, seed=3, group_blocks=2).grouped_epoch_rows(1, GROUP_CHUNKS)
+    other = EpochSampler(400, 25, seed=3, shuffle_window=100).epoch_rows(1)
     assert not np.array_equal(first, other)
-    # Without groups, the documented permutation of all rows, whatever the chunking.
+    sampler = EpochSampler(400, 25, seed=3, shuffle_window=100)
+    for chunks in (GROUP_CHUNKS, [400], [100] * 4):
+        rows = [batch.global_rows(chunks) for batch in sampler.batches(0, chunks)]
+        assert all(
+            np.array_equal(got, wanted)
+            for got, wanted in zip(rows, sampler.batch_rows(0), strict=True)
+        )
+    # Without a window, the documented permutation of all rows.
     plain = EpochSampler(400, 25, seed=3)
-    assert np.array_equal(plain.grouped_epoch_rows(0, GROUP_CHUNKS), plain.epoch_rows(0))
+    expected = np.random.default_rng([3, 0]).permutation(400)
+    assert np.array_equal(plain.epoch_rows(0), expected)
 
 
-def test_grouped_sampler_keeps_validation_rows_out():
+def test_windowed_sampler_keeps_validation_rows_out():
     train = np.arange(0, 400, 2)
-    sampler = EpochSampler(train, batch_size=16, seed=0, group_blocks=3)
-    rows = np.concatenate(
-        [batch.global_rows(GROUP_CHUNKS) for batch in sampler.batches(2, GROUP_CHUNKS)]
-    )
+    sampler = EpochSampler(train, batch_size=16, seed=0, shuffle_window=96)
+    rows = np.concatenate(list(sampler.batch_rows(2)))
     assert np.array_equal(np.sort(rows), train)
 
 
-@pytest.mark.parametrize("group_blocks", [0, -1, 1.5, True])
-def test_group_blocks_must_be_a_positive_integer(group_blocks):
-    error = TypeError if isinstance(group_blocks, float | bool) else ValueError
-    with pytest.raises(error, match="group_blocks"):
-        EpochSampler(10, 2, 0, group_blocks=group_blocks)
+@pytest.mark.parametrize("shuffle_window", [0, -1, 1.5, True])
+def test_shuffle_window_must_be_a_positive_integer(shuffle_window):
+    error = TypeError if isinstance(shuffle_window, float | bool) else ValueError
+    with pytest.raises(error, match="shuffle_window"):
+        EpochSampler(10, 2, 0, shuffle_window=shuffle_window)

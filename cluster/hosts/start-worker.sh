@@ -93,4 +93,7 @@ elif ! is_loopback "$scheduler_host"; then
     echo "$PROG: warning: plain $address: unencrypted and unauthenticated" >&2
 fi
 
+# Workers keep hundreds of MB of blocks: NumPy's transparent huge pages make the kernel compact
+# memory on every large allocation, and loading them slows down (docs/scaling.md, "Loading").
+export NUMPY_MADVISE_HUGEPAGE=${NUMPY_MADVISE_HUGEPAGE:-0}
 exec "$dask" "${args[@]}" "$@"

@@ -93,6 +93,9 @@ def cluster_options(args: argparse.Namespace) -> dict[str, Any]:
         "interface": args.interface,
         # Spilled blocks go to the node's local disk, not to the shared file system.
         "local_directory": "${TMPDIR:-/tmp}",
+        # Workers keep their blocks for the whole fit: without NumPy's transparent huge pages
+        # the kernel does not compact memory on every large allocation (docs/scaling.md).
+        "job_script_prologue": ["export NUMPY_MADVISE_HUGEPAGE=0"],
         "security": security_from(args.tls_dir),
         # The dashboard is plain HTTP without login: this host only (ssh -L 8787:127.0.0.1:8787).
         "scheduler_options": {"dashboard_address": "127.0.0.1:8787"},

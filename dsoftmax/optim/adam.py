@@ -26,11 +26,11 @@ from dsoftmax.optim.base import (
     GradientTransformation,
     ParamTree,
     Schedule,
-    finite_float,
     tree_map,
     zeros_like_tree,
 )
 from dsoftmax.optim.schedules import as_schedule
+from dsoftmax.validation import finite_float
 
 __all__ = ["AdamState", "adam"]
 

@@ -156,33 +156,3 @@ def apply_updates(params: ParamTree, updates: ParamTree) -> ParamTree:
     return tree_map(
         lambda param, update: np.asarray(param, dtype=np.float64) + update, params, updates
     )
-
-
-def finite_float(name: str, value: object) -> float:
-    """``value`` as a finite Python float, for validating hyper-parameters.
-
-    Raises
-    ------
-    TypeError
-        If ``value`` is not a real number (bools are refused too).
-    ValueError
-        If ``value`` is NaN or infinite.
-    """
-    real = int | float | np.integer | np.floating
-    if isinstance(value, bool | np.bool_) or not isinstance(value, real):
-        raise TypeError(
-            f"{name} must be a real number, got {value!r} of type {type(value).__name__}."
-        )
-    number = float(value)
-    if not np.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {number!r}.")
-    return number
-
-
-def whole_number(name: str, value: object) -> int:
-    """``value`` as a Python int (numpy integers accepted, bools and floats refused)."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
-        raise TypeError(
-            f"{name} must be an integer, got {value!r} of type {type(value).__name__}."
-        )
-    return int(value)

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.optimize
 
-from dsoftmax.optim.base import finite_float, whole_number
+from dsoftmax.validation import finite_float, whole_number
 
 __all__ = ["FTOL", "MAX_LINE_SEARCH_EVALS", "NOISE_PATIENCE", "LbfgsResult", "minimize_lbfgs"]
 

@@ -19,7 +19,8 @@ import inspect
 import math
 from collections.abc import Callable
 
-from dsoftmax.optim.base import Schedule, finite_float, whole_number
+from dsoftmax.optim.base import Schedule
+from dsoftmax.validation import finite_float, whole_number
 
 __all__ = [
     "SCHEDULES",

@@ -23,11 +23,11 @@ from dsoftmax.optim.base import (
     GradientTransformation,
     ParamTree,
     Schedule,
-    finite_float,
     tree_map,
     zeros_like_tree,
 )
 from dsoftmax.optim.schedules import as_schedule
+from dsoftmax.validation import UNIT_INTERVAL, check_nesterov, check_number
 
 __all__ = ["SGDState", "sgd"]
 
@@ -78,13 +78,8 @@ def sgd(
     array([[-0.5, -0.5]])
     """
     schedule = as_schedule(learning_rate)
-    mu = finite_float("momentum", momentum)
-    if not 0 <= mu < 1:
-        raise ValueError(f"momentum must be in [0, 1), got {mu!r}; 0.9 is the usual choice.")
-    if not isinstance(nesterov, bool | np.bool_):
-        raise TypeError(f"nesterov must be True or False, got {nesterov!r}.")
-    if nesterov and mu == 0:
-        raise ValueError("nesterov=True needs momentum > 0, got momentum=0; set e.g. momentum=0.9.")
+    mu = check_number("momentum", momentum, UNIT_INTERVAL, fix="0.9 is the usual choice")
+    nesterov = check_nesterov(nesterov, mu)
 
     def init(params: ParamTree) -> SGDState:
         return SGDState(step=0, velocity=zeros_like_tree(params))

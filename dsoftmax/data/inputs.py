@@ -1,38 +1,59 @@
 """Turn what a user passes to ``fit`` (NumPy, Dask, a Dataset) into one validated form.
 
 Labels of any type are encoded as class ids ``0..n_classes-1`` in the order of ``classes``
-(sorted, as in scikit-learn); probability rows of shape (n_samples, n_classes) pass through.
-Everything that can be checked without reading the data is checked here, before any
-distributed work.
+(sorted, as in scikit-learn) by the data layer's one encoder (:mod:`dsoftmax.data.labels`);
+probability rows of shape (n_samples, n_classes) pass through. Everything that can be checked
+without reading lazy data is checked here, before any distributed work, with scikit-learn's
+validators and wording where it has them (``check_array``, ``check_consistent_length``,
+``check_classification_targets``).
+
+Dask arrays of unknown chunk sizes (``ddf.values``, ``ddf.to_dask_array()``) have their row
+counts computed once, in one pass over their blocks, as in dask-ml.
+
+Sparse features -- a scipy.sparse matrix or array of any format, or a Dask array of scipy.sparse
+chunks -- become canonical CSR (:func:`dsoftmax.data.sparse.canonical_csr`): once for in-memory
+input, block by block as the blocks load for Dask input.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
-from sklearn.utils import check_array, column_or_1d
+from sklearn.utils import assert_all_finite, check_array, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
 
-from .data import Dataset
+from .format import Dataset
+from .labels import check_classes, check_rows, check_sample_weight, encode_labels, unique_labels
+from .sparse import blocked_csr, canonical_csr, empty_csr, is_sparse, is_sparse_dask
+from .values import check_in_memory_values
 
 __all__ = ["PreparedData", "prepare_data"]
 
-_FLOAT_DTYPES = (np.float64, np.float32)
+logger = logging.getLogger(__name__)
+
+#: Feature dtypes a fit takes as they are (float16 computes in float32); others become float64.
+_FLOAT_DTYPES = (np.float64, np.float32, np.float16)
 _Y_REQUIRED = (
     "SoftmaxRegression requires y to be passed, but the target y is None; pass labels, or a "
     "Dataset, which brings its own."
 )
+#: How messages name in-memory inputs.
+_IN_MEMORY = "the input"
 
 
 @dataclass
 class PreparedData:
     """Features, encoded labels, weights and classes of one fit.
 
-    ``X``/``labels``/``sample_weight`` are all NumPy (in-memory input) or all Dask arrays.
+    ``X``/``labels``/``sample_weight`` are all NumPy (in-memory input; ``X`` may be a canonical
+    scipy.sparse CSR matrix) or all Dask arrays.
     """
 
     X: Any
@@ -64,6 +85,9 @@ class PreparedData:
         if self.is_lazy:
             X = self.X if len(self.X.chunks[1]) == 1 else self.X.rechunk({1: -1})
             rows = X.chunks[0]
+        elif is_sparse(self.X):
+            X = blocked_csr(self.X, numpy_block_rows)
+            rows = X.chunks[0]
         else:
             X = da.from_array(self.X, chunks=(numpy_block_rows, -1))
             rows = X.chunks[0]
@@ -86,11 +110,16 @@ class PreparedData:
         if self.dataset_fingerprint is not None:
             return self.dataset_fingerprint
         digest = hashlib.sha256()
-        for array in (self.X, self.labels, self.sample_weight):
+        for array in (self.X, _widened(self.labels), _widened(self.sample_weight)):
             if array is None:
                 digest.update(b"none")
             elif isinstance(array, da.Array):
                 digest.update(array.name.encode())
+            elif is_sparse(array):
+                digest.update(f"csr{array.shape}".encode())
+                for part in (array.indptr, array.indices):
+                    digest.update(part.astype(np.int64).tobytes())
+                digest.update(np.ascontiguousarray(array.data).tobytes())
             else:
                 digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
@@ -104,6 +133,18 @@ class PreparedData:
         if labels.ndim == 2:
             return labels.T @ (np.ones(labels.shape[0]) if weights is None else weights)
         return np.bincount(labels, weights=weights, minlength=self.n_classes).astype(np.float64)
+
+
+def _widened(array: Any) -> Any:
+    """In-memory class ids as int64 and weights as float64, so that a fingerprint names the
+    values whatever dtype holds them; anything else as it is."""
+    if array is None or isinstance(array, da.Array):
+        return array
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64, copy=False)
+    if array.ndim == 1:
+        return array.astype(np.float64, copy=False)
+    return array
 
 
 def _rows_like(array: Any, rows: tuple[int, ...]) -> da.Array | None:
@@ -121,7 +162,7 @@ def prepare_data(X: Any, y: Any, sample_weight: Any, classes: np.ndarray | None)
     """Validate and encode one fit's inputs (see the module docstring)."""
     if isinstance(X, Dataset):
         return _from_dataset(X, y, sample_weight, classes)
-    if isinstance(X, da.Array) or isinstance(y, da.Array):
+    if any(isinstance(array, da.Array) for array in (X, y, sample_weight)):
         return _from_dask(X, y, sample_weight, classes)
     return _from_numpy(X, y, sample_weight, classes)
 
@@ -138,7 +179,7 @@ def _from_dataset(dataset: Dataset, y: Any, sample_weight: Any, classes: Any) ->
     weights = (
         dataset.sample_weight
         if sample_weight is None
-        else _as_weights(sample_weight, dataset.n_samples)
+        else check_sample_weight(sample_weight, dataset.X)
     )
     return PreparedData(
         dataset.X,
@@ -156,101 +197,96 @@ def _from_dask(X: Any, y: Any, sample_weight: Any, classes: Any) -> PreparedData
         raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}.")
     if X.dtype not in _FLOAT_DTYPES:
         X = X.astype(np.float64)
+    if is_sparse_dask(X):
+        X = X.map_blocks(canonical_csr, dtype=X.dtype, meta=empty_csr(X.shape[1], X.dtype))
     if y is None:
         raise ValueError(_Y_REQUIRED)
     y = da.asarray(y)
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
+    if sample_weight is not None and np.ndim(sample_weight) > 0:
+        sample_weight = da.asarray(sample_weight)
+    X, y, sample_weight = _with_known_rows(X, y, sample_weight)
+    check_rows(y, "y", X)
+    weights = check_sample_weight(sample_weight, X)
     if y.ndim == 2 and y.dtype.kind == "f":
         known = np.arange(y.shape[1]) if classes is None else np.asarray(classes)
-        return PreparedData(X, y, _as_weights(sample_weight, X.shape[0]), known, "dask array")
+        return PreparedData(X, y, weights, known, "dask array")
     if y.ndim != 1:
         raise ValueError(
             f"y must be 1-D class labels or 2-D probability rows, got shape {y.shape}."
         )
-    known = (
-        np.asarray(classes)
-        if classes is not None
-        else np.unique(y.compute() if y.size < 10**7 else da.unique(y).compute())
+    known = _classes(y, classes)
+    ids = encode_labels(y, known, unknown="mark")
+    return PreparedData(X, ids, weights, known, "dask array")
+
+
+def _with_known_rows(*arrays: da.Array | None) -> list[da.Array | None]:
+    """``arrays`` with their row chunks known: those of unknown sizes (``nan``) are computed
+    in one pass over all of their blocks."""
+    unknown = [
+        index
+        for index, array in enumerate(arrays)
+        if array is not None and any(math.isnan(rows) for rows in array.chunks[0])
+    ]
+    if not unknown:
+        return list(arrays)
+    logger.debug(
+        "dsoftmax: computing the row chunk sizes of %d dask array(s) of unknown chunk sizes",
+        len(unknown),
     )
-    known = np.sort(known)
-    _require_two_classes(known, classes is None)
-    ids = y.map_blocks(_encode_block, known, dtype=np.int64)
-    return PreparedData(X, ids, _as_weights(sample_weight, X.shape[0]), known, "dask array")
+    counts = dask.compute(*[_block_rows(arrays[index]) for index in unknown])
+    known = list(arrays)
+    for index, rows in zip(unknown, counts, strict=True):
+        array = arrays[index]
+        chunks = (tuple(int(n) for n in rows), *array.chunks[1:])
+        # The same graph, now with its chunk sizes; meta=array keeps the block type.
+        known[index] = da.Array(array.dask, array.name, chunks, meta=array)
+    return known
+
+
+def _block_rows(array: da.Array) -> da.Array:
+    """A dask array of the number of rows of each block of ``array``."""
+    per_block = array.map_blocks(
+        _rows_of_block,
+        dtype=np.int64,
+        chunks=((1,) * len(array.chunks[0]),),
+        drop_axis=list(range(1, array.ndim)),
+    )
+    return per_block
+
+
+def _rows_of_block(block: np.ndarray) -> np.ndarray:
+    return np.array([block.shape[0]], dtype=np.int64)
+
+
+def _classes(y: np.ndarray | da.Array, classes: Any) -> np.ndarray:
+    """The sorted classes of a fit: ``classes`` when given, else every label of ``y``."""
+    if classes is not None:
+        return check_classes(np.sort(np.asarray(classes)), "classes")
+    return check_classes(unique_labels(y), "y")
 
 
 def _from_numpy(X: Any, y: Any, sample_weight: Any, classes: Any) -> PreparedData:
     if y is None:
         raise ValueError(_Y_REQUIRED)
-    X = check_array(X, dtype=_FLOAT_DTYPES, ensure_min_samples=1)
+    X = check_array(
+        X, accept_sparse="csr", dtype=_FLOAT_DTYPES, ensure_min_samples=1, input_name="X"
+    )
+    if is_sparse(X):
+        X = canonical_csr(X)
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = column_or_1d(y, warn=True)
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
+    check_rows(y, "y", X)
+    weights = check_sample_weight(sample_weight, X)
     if y.ndim == 2 and y.dtype.kind == "f":
-        _check_probability_rows(y)
         known = np.arange(y.shape[1]) if classes is None else np.asarray(classes)
-        return PreparedData(
-            X, y.astype(X.dtype), _as_weights(sample_weight, X.shape[0]), known, "y"
-        )
-    if y.dtype.kind in "fc" and not np.isfinite(y).all():
-        raise ValueError("y contains NaN or infinity; labels must be finite.")
+        Y = y.astype(X.dtype)
+        check_in_memory_values(Y, weights, len(known), _IN_MEMORY)
+        return PreparedData(X, Y, weights, known, "y")
+    if y.dtype.kind in "fc":
+        assert_all_finite(y, input_name="y")
     check_classification_targets(y)
-    known = np.unique(y) if classes is None else np.sort(np.asarray(classes))
-    _require_two_classes(known, classes is None)
-    ids = _encode_block(y, known)
-    unknown = ids == len(known)
-    if unknown.any():
-        raise ValueError(
-            f"y holds labels not among classes {known.tolist()}: e.g. {y[unknown][:3].tolist()}."
-        )
-    return PreparedData(X, ids, _as_weights(sample_weight, X.shape[0]), known, "y")
-
-
-def _encode_block(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Class ids of ``labels``; a label not in ``classes`` gets ``len(classes)`` (out of range,
-    so the value checks report it)."""
-    positions = np.searchsorted(classes, labels)
-    positions = np.minimum(positions, len(classes) - 1)
-    found = classes[positions] == labels
-    return np.where(found, positions, len(classes)).astype(np.int64)
-
-
-def _require_two_classes(classes: np.ndarray, from_data: bool) -> None:
-    if len(classes) < 2:
-        where = "y holds" if from_data else "classes has"
-        raise ValueError(
-            f"softmax regression needs at least 2 classes; {where} {len(classes)} "
-            f"class{'' if len(classes) == 1 else 'es'}: {classes.tolist()}."
-        )
-
-
-def _check_probability_rows(Y: np.ndarray) -> None:
-    if not np.isfinite(Y).all() or (Y < 0).any():
-        raise ValueError("probability rows in y must be finite and non-negative.")
-    if not np.allclose(Y.sum(axis=1), 1.0, rtol=1e-6, atol=1e-6):
-        raise ValueError("probability rows in y must each sum to 1.")
-
-
-def _as_weights(sample_weight: Any, n_samples: int) -> Any:
-    if sample_weight is None:
-        return None
-    if isinstance(sample_weight, da.Array):
-        if sample_weight.shape != (n_samples,):
-            raise ValueError(
-                f"sample_weight must have shape ({n_samples},), got {sample_weight.shape}."
-            )
-        return sample_weight.astype(np.float64)
-    weights = np.asarray(sample_weight, dtype=np.float64)
-    if weights.ndim == 0:
-        weights = np.full(n_samples, float(weights))
-    if weights.shape != (n_samples,):
-        raise ValueError(f"sample_weight must have shape ({n_samples},), got {weights.shape}.")
-    if not np.isfinite(weights).all() or (weights < 0).any():
-        raise ValueError("sample_weight must be finite and non-negative.")
-    if not weights.sum() > 0:
-        raise ValueError(
-            "the sample weights sum to zero: at least one row needs a positive weight."
-        )
-    return weights
+    known = _classes(y, classes)
+    ids = encode_labels(y, known, unknown="raise")
+    check_in_memory_values(ids, weights, len(known), _IN_MEMORY)
+    return PreparedData(X, ids, weights, known, "y")

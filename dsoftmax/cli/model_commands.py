@@ -1,0 +1,405 @@
+"""The commands that fit and use models: ``dsoftmax train``, ``evaluate``, ``predict``,
+``plot`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..validation import check_hyper_parameters, check_nesterov
+from .output import EXIT_OK, PROG, UsageError, one_line, resume_command
+from .session import CommandCluster
+
+__all__ = ["cmd_demo", "cmd_evaluate", "cmd_plot", "cmd_predict", "cmd_train"]
+
+logger = logging.getLogger("dsoftmax")
+
+
+#: The library's advice in the data layer's messages, and what the command line says instead.
+_COMMAND_LINE_ADVICE = (
+    (
+        "create it with dsoftmax.data.write_dataset.",
+        "create it with `dsoftmax convert` (from .npz/.npy, Parquet, CSV or svmlight files) "
+        "or `dsoftmax make-data` (a synthetic dataset).",
+    ),
+    (
+        "write it with dsoftmax.data.write_dataset (or convert_numpy)",
+        "write it with `dsoftmax convert` or `dsoftmax make-data`",
+    ),
+    (
+        "write the dataset with dsoftmax.data.write_dataset",
+        "write it again with `dsoftmax convert`",
+    ),
+    ("let write_dataset map the labels", "let `dsoftmax convert` map the labels"),
+    ("storage_options for URLs", "--storage-options for URLs"),
+)
+
+
+def _open(url: str, args: argparse.Namespace) -> Any:
+    """The dataset at ``url``; the data layer's refusals point at the commands that write
+    datasets rather than at the Python functions."""
+    from ..data import open_dataset
+
+    try:
+        return open_dataset(
+            url, storage_options=args.storage_options, read_retries=args.read_retries
+        )
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        message = str(error)
+        for library, command_line in _COMMAND_LINE_ADVICE:
+            message = message.replace(library, command_line)
+        if message == str(error) or type(error) not in (FileNotFoundError, ValueError, TypeError):
+            raise
+        raise type(error)(message) from error
+
+
+def _load_model(url: str, args: argparse.Namespace) -> Any:
+    from .search import load_any_model
+
+    return load_any_model(url, storage_options=args.storage_options)
+
+
+def _shared_hyper_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """The estimator's settings that a single fit and a cross-validated grid share, after the
+    checks that name the command's options."""
+    try:
+        check_nesterov(
+            args.nesterov, args.momentum, nesterov_name="--nesterov", momentum_name="--momentum"
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.resume and not args.checkpoint_dir:
+        raise UsageError("--resume needs --checkpoint-dir")
+    if args.resume_from is not None and not args.checkpoint_dir:
+        raise UsageError("--resume-from needs --checkpoint-dir")
+    return {
+        "fit_intercept": not args.no_intercept,
+        "solver": args.solver,
+        "batch_size": args.batch_size,
+        "lr_schedule": args.lr_schedule,
+        "momentum": args.momentum,
+        "nesterov": args.nesterov,
+        "max_iter": args.max_iter,
+        "tol": args.tol,
+        "validation_fraction": args.validation_fraction,
+        "class_weight": args.class_weight,
+        "hold_data": args.hold_data,
+        "random_state": args.seed,
+        "shuffle_window": args.shuffle_window,
+        "checkpoint_dir": args.checkpoint_dir,
+        "checkpoint_every": args.checkpoint_every,
+        "keep_checkpoints": args.keep_checkpoints,
+        "storage_options": args.storage_options,
+        # >= 1: a progress bar, which tqdm itself hides when stderr is not a terminal.
+        "verbose": 1 + args.verbose,
+    }
+
+
+def _checked(model: Any, check: Any) -> Any:
+    """``model`` once ``check`` accepts its hyper-parameters; a usage error otherwise."""
+    try:
+        check(model.get_params(deep=False))
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    return model
+
+
+def _estimator_from(args: argparse.Namespace) -> Any:
+    from ..estimator import SoftmaxRegression
+
+    model = SoftmaxRegression(
+        l2=args.l2,
+        learning_rate=args.learning_rate,
+        early_stopping=args.early_stopping,
+        **_shared_hyper_parameters(args),
+    )
+    return _checked(model, check_hyper_parameters)
+
+
+def _check_model_target(url: str, storage_options: dict | None) -> None:
+    """Refuse, before any work, to save a model over something that is not a model."""
+    import fsspec
+
+    from ..persist import MANIFEST
+
+    fs, root = fsspec.url_to_fs(url, **(storage_options or {}))
+    if fs.exists(root) and not fs.exists(f"{root.rstrip('/')}/{MANIFEST}"):
+        raise ValueError(
+            f"--model {url!r} exists and is not a dsoftmax model (no {MANIFEST}); refusing to "
+            "replace it. Pass a new path, or an existing model's path to replace that model."
+        )
+
+
+def _fit(
+    model: Any, data: Any, resume: bool | int = False, command_line: list | None = None
+) -> str | None:
+    """Fit; return the ConvergenceWarning's message instead of letting it print, or None.
+    ``command_line`` (the command's arguments) gives the command that resumes the fit."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    # Read before the fit: a client that lost its scheduler no longer knows the address.
+    address = _scheduler_address(model.client)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        try:
+            model.fit(data, resume=resume)
+        except (ValueError, TypeError, FloatingPointError):
+            raise  # bad data or settings, divergence: their messages say what to do
+        except Exception as error:
+            # The scheduler, a worker or the connection went away mid-fit.
+            raise RuntimeError(_stopped_message(model, error, command_line, address)) from error
+    message = None
+    for warning in caught:
+        if issubclass(warning.category, ConvergenceWarning):
+            message = str(warning.message)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return message
+
+
+def _scheduler_address(client: Any) -> str | None:
+    """The address of the scheduler ``client`` talks to, or None (no client, or none known)."""
+    return getattr(getattr(client, "scheduler", None), "address", None)
+
+
+def _stopped_message(
+    model: Any, error: Exception, command_line: list | None, address: str | None
+) -> str:
+    """One line: why a fit on the scheduler at ``address`` stopped, and how to go on."""
+    from ..cluster import scheduler_lost
+
+    client = model.client
+    lost = client is not None and not isinstance(client, str) and scheduler_lost(client)
+    if lost:
+        cause = (
+            f"the connection to the Dask scheduler {address or 'of the fit'} was lost (the "
+            "scheduler stopped or the network failed)"
+        )
+    else:
+        cause = one_line(str(error)).split(";")[0].rstrip(". ") or type(error).__name__
+    if not model.checkpoint_dir:
+        advice = "Rerun the command; with --checkpoint-dir an interrupted fit can be resumed."
+    elif lost and command_line is not None:
+        advice = (
+            f"The checkpoints in {model.checkpoint_dir} are intact: restart the scheduler, then "
+            f"continue with: {resume_command(command_line)}"
+        )
+    else:
+        advice = (
+            "Restart the cluster and rerun the same command with --resume to continue from "
+            f"the last checkpoint in {model.checkpoint_dir}."
+        )
+    return f"training stopped: {cause}. {advice}"
+
+
+def _iterations(solver: str, n_iter: int) -> str:
+    unit = "iteration" if solver == "lbfgs" else "epoch"
+    return f"{n_iter} {unit}{'' if n_iter == 1 else 's'}"
+
+
+def _not_converged(solver: str, max_iter: int) -> str:
+    """The warning of a fit that stopped at ``--max-iter``, its fix in the command's options
+    (the ConvergenceWarning's own message names the Python parameters)."""
+    units = "iterations" if solver == "lbfgs" else "epochs"
+    return (
+        f"{solver} did not converge in max_iter={max_iter} {units}; the model is saved as it "
+        "stands: increase --max-iter or --tol to let it converge"
+    )
+
+
+def _training_client(dataset: Any, args: argparse.Namespace, cluster: CommandCluster) -> Any:
+    """The named scheduler's client; without one, None (the fit runs in this process, on its
+    threads) when the data fits this machine's memory, else a local cluster's."""
+    from ..estimator import fits_this_process
+
+    if cluster.named:
+        return cluster.client()
+    fits, reason = fits_this_process(
+        dataset.X, dataset.labels, dataset.sample_weight, args.hold_data
+    )
+    if fits:
+        return None  # the estimator decides the same, and says so
+    logger.info("dsoftmax: %s", reason)
+    return cluster.client()
+
+
+def _fit_on_cluster(
+    model: Any, args: argparse.Namespace, cluster: CommandCluster
+) -> tuple[Any, str | None, float]:
+    """Open the data, refuse a target that is not a model, fit ``model`` on the cluster or in
+    this process (resumed as asked): the dataset, the not-converged message (None when
+    converged) and the seconds."""
+    dataset = _open(args.data, args)
+    _check_model_target(args.model, args.storage_options)
+    model.client = _training_client(dataset, args, cluster)
+    started = time.perf_counter()
+    resume = args.resume if args.resume_from is None else args.resume_from
+    not_converged = _fit(model, dataset, resume, args.command_line)
+    return dataset, not_converged, time.perf_counter() - started
+
+
+def cmd_train(args: argparse.Namespace, cluster: CommandCluster) -> int:
+    """``dsoftmax train``: fit on the cluster, then save the model (only after a successful fit)."""
+    from .search import cmd_train_search, wants_search
+
+    if wants_search(args):
+        return cmd_train_search(args, cluster)
+    model = _estimator_from(args)
+    dataset, not_converged, elapsed = _fit_on_cluster(model, args, cluster)
+    if not_converged:
+        logger.info("dsoftmax: %s", one_line(not_converged))
+        print(f"{PROG}: warning: {_not_converged(args.solver, args.max_iter)}", file=sys.stderr)
+    # Saved only after a successful fit: a failure leaves an existing model as it was.
+    model.save(args.model, storage_options=args.storage_options)
+    stopped = ", stopped at max_iter" if not_converged else ""
+    print(
+        f"trained {args.solver} on {dataset.n_samples} rows in {elapsed:.2f} s: "
+        f"{_iterations(args.solver, model.n_iter_)}{stopped}, final loss "
+        f"{model.loss_curve_[-1]:.6f}; model saved to {args.model}"
+    )
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace, cluster: CommandCluster) -> int:
+    """``dsoftmax evaluate``: print the model's report on a dataset, as text or JSON."""
+    from ..evaluation import evaluate_model, format_report
+
+    model = _load_model(args.model, args)
+    dataset = _open(args.data, args)
+    report = evaluate_model(model, dataset, client=cluster.named_client(), progress=True)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return EXIT_OK
+
+
+def _storable_labels(labels: Any) -> Any:
+    """String labels as variable-length UTF-8 strings, a data type the Zarr v3 specification
+    defines (fixed-width NumPy strings map to one that Zarr warns is unstable)."""
+    import numpy as np
+
+    string_dtype = getattr(np.dtypes, "StringDType", None)  # NumPy >= 2
+    if labels.dtype.kind not in "OUS" or string_dtype is None:
+        return labels
+    return labels.map_blocks(_variable_length_strings, dtype=string_dtype())
+
+
+def _variable_length_strings(labels: Any) -> Any:
+    import numpy as np
+
+    return labels.astype(str).astype(np.dtypes.StringDType())
+
+
+def cmd_predict(args: argparse.Namespace, cluster: CommandCluster) -> int:
+    """``dsoftmax predict``: write the predicted labels (and probabilities) to a Zarr group."""
+    from ..data import check_values, write_array
+
+    model = _load_model(args.model, args)
+    dataset = _open(args.data, args)
+    client = cluster.named_client()
+    if model.n_features_in_ != dataset.n_features:
+        raise ValueError(
+            f"the model expects {model.n_features_in_} features; {args.data!r} has "
+            f"{dataset.n_features}. Predict on data with the features the model was trained on."
+        )
+    # Non-finite features would give silently meaningless labels: check first (one more read).
+    check_values(dataset, client=client)
+    write_array(
+        args.out,
+        _storable_labels(model.predict(dataset)),
+        name="predictions",
+        storage_options=args.storage_options,
+        overwrite=args.overwrite,
+    )
+    if args.proba:
+        write_array(
+            args.out,
+            model.predict_proba(dataset),
+            name="probabilities",
+            storage_options=args.storage_options,
+            # The predictions beside it were just written: older probabilities are stale.
+            overwrite=True,
+        )
+    written = "predictions and probabilities" if args.proba else "predictions"
+    print(f"wrote {written} for {dataset.n_samples} rows to {args.out}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, cluster: CommandCluster) -> int:
+    """``dsoftmax demo``: make data, train L-BFGS and SGD on it and report their accuracy."""
+    from ..cluster import describe
+    from ..data import make_classification
+    from ..estimator import SoftmaxRegression
+    from ..evaluation import evaluate_model
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="dsoftmax-demo-"))
+    client = cluster.client()
+    print(f"cluster: {describe(client)}")
+    started = time.perf_counter()
+    common = {"client": client, "overwrite": True}
+    train = make_classification(
+        str(workdir / "train.zarr"),
+        args.n_samples,
+        args.n_features,
+        args.n_classes,
+        chunk_rows=max(1, args.n_samples // 8),
+        seed=0,
+        **common,
+    )
+    test = make_classification(
+        str(workdir / "test.zarr"),
+        max(1000, args.n_samples // 10),
+        args.n_features,
+        args.n_classes,
+        chunk_rows=max(1000, args.n_samples // 40),
+        seed=1,
+        teacher_seed=0,
+        **common,
+    )
+    print(
+        f"data: {train.n_samples} x {train.n_features}, {train.n_classes} classes "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    # L-BFGS reaches the optimum; five epochs of momentum SGD, the step annealed to 0 over the
+    # run, come close to its loss.
+    sgd = {"learning_rate": 0.3, "lr_schedule": "cosine", "batch_size": 8192, "max_iter": 5}
+    solvers: dict[str, dict[str, Any]] = {"lbfgs": {}, "sgd": {"momentum": 0.9, **sgd}}
+    for solver, options in solvers.items():
+        model = SoftmaxRegression(solver=solver, l2=1e-4, random_state=0, client=client, **options)
+        started = time.perf_counter()
+        not_converged = _fit(model, train)
+        elapsed = time.perf_counter() - started
+        report = evaluate_model(model, test, client=client)
+        stopped = f" (stopped after max_iter={model.max_iter})" if not_converged else ""
+        print(
+            f"{solver:>5}: {_iterations(solver, model.n_iter_)}{stopped} in {elapsed:.2f} s, "
+            f"train loss {model.loss_curve_[-1]:.4f}, test accuracy {report['accuracy']:.4f}"
+        )
+    model.save(str(workdir / "model"))
+    print(f"model saved to {workdir / 'model'}")
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace, cluster: CommandCluster) -> int:
+    """``dsoftmax plot``: draw the training curves (and a confusion matrix) to a PNG."""
+    from ..plotting import check_output_path, plot_training
+
+    check_output_path(args.out)  # before an evaluation that may take long
+    model = _load_model(args.model, args)
+    report = None
+    if args.data:
+        from ..evaluation import evaluate_model
+
+        dataset = _open(args.data, args)
+        report = evaluate_model(model, dataset, client=cluster.named_client(), progress=True)
+    plot_training(model, confusion=report, out=args.out)
+    matrix = f", confusion matrix on {args.data}" if args.data else ""
+    print(f"wrote training curves{matrix} to {args.out}")
+    return EXIT_OK

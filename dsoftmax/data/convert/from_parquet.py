@@ -1,0 +1,440 @@
+"""Parquet sources: one row group per task, read with pyarrow and written where it is read
+(:mod:`dsoftmax.data.convert.pipeline`), so memory per task is bounded by the largest row
+group."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...defaults import DEFAULT_CHUNK_ROWS
+from ..format import Dataset
+from .common import (
+    check_feature_columns,
+    check_label_column,
+    choose_feature_dtype,
+    describe_sources,
+    has_magic,
+    missing_columns,
+    source_list,
+)
+from .pipeline import ConversionPlan, Piece, PieceRows, run_conversion
+
+if TYPE_CHECKING:  # an optional dependency, imported when the converter runs
+    import pyarrow as pa
+
+__all__ = ["convert_parquet", "parquet_rows", "read_parquet_row_group"]
+
+_PARQUET_INSTALL = "pip install 'dsoftmax[parquet]'"
+
+
+def _import_pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet  # the submodule the reader uses
+    except ImportError as error:
+        raise ImportError(
+            f"reading Parquet needs pyarrow, which is not installed; {_PARQUET_INSTALL}."
+        ) from error
+    return pyarrow
+
+
+@dataclass(frozen=True)
+class ParquetLayout:
+    """Which columns of a Parquet source become what.
+
+    Attributes
+    ----------
+    label_column : str
+    feature_columns : tuple of str
+        Numeric columns, one feature each; empty when ``embedding_column`` is used.
+    embedding_column : str or None
+        A list column whose rows are the feature vectors.
+    n_features : int
+    dtype : numpy.dtype
+        float32 or float64.
+    """
+
+    label_column: str
+    feature_columns: tuple[str, ...]
+    embedding_column: str | None
+    n_features: int
+    dtype: np.dtype
+
+    @property
+    def columns(self) -> list[str]:
+        features = [self.embedding_column] if self.embedding_column else self.feature_columns
+        return [*features, self.label_column]
+
+
+def _expand_paths(fs: Any, path: str) -> list[str]:
+    if has_magic(path):
+        return sorted(name for name in fs.glob(path) if fs.isfile(name))
+    if fs.isdir(path):
+        root = path.rstrip("/")
+        # Writers leave markers such as _SUCCESS, _metadata and .crc files beside the data.
+        return sorted(
+            name
+            for name in fs.find(root)
+            if not any(part.startswith(("_", ".")) for part in name[len(root) :].split("/") if part)
+        )
+    if fs.isfile(path):
+        return [path]
+    raise FileNotFoundError(f"no such file or directory: {path!r}.")
+
+
+def _parquet_files(paths: Sequence[str], storage_options: dict | None) -> tuple[Any, list[str]]:
+    import fsspec
+
+    fs = None
+    files: list[str] = []
+    for path in paths:
+        path_fs, local = fsspec.core.url_to_fs(path, **dict(storage_options or {}))
+        if fs is None:
+            fs = path_fs
+        elif type(path_fs) is not type(fs):
+            raise ValueError(
+                f"the Parquet sources are on different filesystems ({paths[0]!r} and {path!r}); "
+                "convert them from one place."
+            )
+        found = _expand_paths(fs, local)
+        if not found:
+            raise FileNotFoundError(f"no Parquet file matches {path!r}.")
+        files.extend(found)
+    return fs, files
+
+
+def _parquet_footer(fs: Any, path: str) -> tuple[pa.Schema, list[tuple[int, int]]]:
+    """The file's schema, and the rows and stored bytes of each of its row groups."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(path, filesystem=fs) as file:
+            metadata = file.metadata
+            schema = file.schema_arrow
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as error:
+        raise ValueError(
+            f"{path!r} is not a readable Parquet file ({error}); remove it from the source or "
+            "rewrite it."
+        ) from error
+    return schema, [_row_group_size(metadata.row_group(i)) for i in range(metadata.num_row_groups)]
+
+
+def _row_group_size(row_group: Any) -> tuple[int, int]:
+    stored = sum(row_group.column(i).total_compressed_size for i in range(row_group.num_columns))
+    return row_group.num_rows, stored
+
+
+def _is_numeric(arrow_type: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_boolean(arrow_type)
+    )
+
+
+def _is_single_precision(arrow_type: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_float32(arrow_type) or pa.types.is_float16(arrow_type))
+
+
+def _is_list(arrow_type: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(
+        pa.types.is_list(arrow_type)
+        or pa.types.is_large_list(arrow_type)
+        or pa.types.is_fixed_size_list(arrow_type)
+    )
+
+
+def _parquet_layout(
+    fs: Any,
+    first_file: str,
+    schema: pa.Schema,
+    label_column: str,
+    feature_columns: list[str] | None,
+    embedding_column: str | None,
+    dtype: Any,
+) -> ParquetLayout:
+    names = schema.names
+    missing_columns([label_column], names, repr(first_file))
+    if embedding_column is not None:
+        missing_columns([embedding_column], names, repr(first_file))
+        embedding_type = schema.field(embedding_column).type
+        if not _is_list(embedding_type) or not _is_numeric(embedding_type.value_type):
+            raise TypeError(
+                f"embedding_column {embedding_column!r} has type {embedding_type}; it must be a "
+                "list (or fixed-size list) of numbers. Name its numeric columns with "
+                "feature_columns instead."
+            )
+        n_features = _embedding_length(fs, first_file, embedding_column, embedding_type)
+        automatic = _is_single_precision(embedding_type.value_type)
+        return ParquetLayout(
+            label_column,
+            (),
+            embedding_column,
+            n_features,
+            choose_feature_dtype(dtype, np.dtype(np.float32 if automatic else np.float64)),
+        )
+    if feature_columns is None:
+        feature_columns = [
+            field.name for field in schema if field.name != label_column and _is_numeric(field.type)
+        ]
+        if not feature_columns:
+            raise ValueError(
+                f"{first_file!r} has no numeric column besides the label {label_column!r}; its "
+                f"columns are {names}. Name the features with feature_columns or an "
+                "embedding_column."
+            )
+    missing_columns(feature_columns, names, repr(first_file))
+    for name in feature_columns:
+        if not _is_numeric(schema.field(name).type):
+            raise TypeError(
+                f"feature column {name!r} has type {schema.field(name).type}; features must be "
+                "numbers. Leave it out of feature_columns, or encode it as numbers first."
+            )
+    automatic = all(_is_single_precision(schema.field(name).type) for name in feature_columns)
+    return ParquetLayout(
+        label_column,
+        tuple(feature_columns),
+        None,
+        len(feature_columns),
+        choose_feature_dtype(dtype, np.dtype(np.float32 if automatic else np.float64)),
+    )
+
+
+def _embedding_length(fs: Any, path: str, column: str, arrow_type: pa.DataType) -> int:
+    import pyarrow.parquet as pq
+
+    if hasattr(arrow_type, "list_size"):
+        return int(arrow_type.list_size)
+    with fs.open(path, "rb") as file:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=1, columns=[column]):
+            if batch.num_rows and batch.column(0)[0].is_valid:
+                return len(batch.column(0)[0])
+    raise ValueError(
+        f"cannot tell the length of embedding column {column!r}: the first row of {path!r} has "
+        "none; put a complete row first, or fix the missing embeddings."
+    )
+
+
+def _check_same_schema(path: str, schema: pa.Schema, first: pa.Schema, columns: list[str]) -> None:
+    for name in columns:
+        index = schema.get_field_index(name)
+        if index < 0:
+            raise ValueError(
+                f"{path!r} has no column {name!r}, which the first file has; every file of a "
+                "source must hold the same columns."
+            )
+        found, expected = schema.field(index).type, first.field(name).type
+        if found != expected:
+            raise TypeError(
+                f"column {name!r} has type {found} in {path!r} but {expected} in the first file; "
+                "rewrite the files with one type per column."
+            )
+
+
+def read_parquet_row_group(fs: Any, path: str, row_group: int, columns: list[str]) -> pa.Table:
+    """Worker task: one row group of a Parquet file, only ``columns``."""
+    import pyarrow.parquet as pq
+
+    # pyarrow's own file access, which reads faster than a Python file object.
+    # One thread: the tasks already run in parallel.
+    with pq.ParquetFile(path, filesystem=fs) as file:
+        return file.read_row_group(row_group, columns=columns, use_threads=False)
+
+
+def _arrow_values(column: pa.ChunkedArray) -> np.ndarray:
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _arrow_labels(column: pa.ChunkedArray) -> np.ndarray:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    return _arrow_values(column)
+
+
+def _embedding_matrix(
+    column: pa.ChunkedArray, n_features: int, dtype: np.dtype, where: str
+) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    lists = column.combine_chunks()
+    if lists.null_count:
+        first = int(np.argmax(lists.is_null().to_numpy(zero_copy_only=False)))
+        raise ValueError(
+            f"embedding column of {where} has {lists.null_count} missing row(s), first at row "
+            f"{first} of the row group; drop those rows or fill them in."
+        )
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    wrong = lengths != n_features
+    if wrong.any():
+        first = int(np.argmax(wrong))
+        raise ValueError(
+            f"embedding column of {where} has rows of {int(lengths[first])} values where "
+            f"{n_features} are expected (the first row's length), first at row {first} of the "
+            "row group; every embedding must have the same length."
+        )
+    values = lists.flatten().to_numpy(zero_copy_only=False)
+    return values.astype(dtype, copy=False).reshape(len(lists), n_features)
+
+
+def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
+    """Worker task's reader: features (n_rows, n_features) and labels of one row group."""
+    table = read_parquet_row_group(fs, piece.path, piece.spec, layout.columns)
+    where = f"{piece.path!r} (row group {piece.spec})"
+    if layout.embedding_column is not None:
+        X = _embedding_matrix(
+            table.column(layout.embedding_column), layout.n_features, layout.dtype, where
+        )
+    else:
+        X = np.empty((table.num_rows, layout.n_features), dtype=layout.dtype)
+        for position, name in enumerate(layout.feature_columns):
+            # Missing values come out as NaN, which the data layer refuses with their row.
+            X[:, position] = _arrow_values(table.column(name))
+    labels = table.column(layout.label_column)
+    n_missing = labels.null_count
+    first_missing = None
+    if n_missing:
+        first_missing = int(np.argmax(_arrow_values(labels.is_null())))
+        labels = labels.drop_null()
+    return PieceRows(X, _arrow_labels(labels), n_missing, first_missing, repr(piece.path))
+
+
+def convert_parquet(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+    url: str | os.PathLike,
+    *,
+    label_column: str,
+    feature_columns: Sequence[str] | None = None,
+    embedding_column: str | None = None,
+    dtype: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    codec: str = "zstd",
+    source_storage_options: dict | None = None,
+    storage_options: dict | None = None,
+    overwrite: bool = False,
+    client: Any = None,
+    progress: bool = False,
+) -> Dataset:
+    """Convert Parquet files into a dataset, one row group per task, with bounded memory.
+
+    Parameters
+    ----------
+    source : str, path or list of them
+        A ``.parquet`` file, a directory of them (files and directories whose names start with
+        ``_`` or ``.`` are skipped, as writers leave markers there), a glob pattern
+        (``data/part-*.parquet``), an fsspec URL (``s3://bucket/table/``), or a list of these.
+        Files are read in sorted path order; every file must hold the used columns with the
+        same types.
+    url : str or path
+        The dataset to write.
+    label_column : str
+        Column of the labels: integers, floats, booleans or strings (dictionary-encoded
+        columns too). A missing label is refused.
+    feature_columns : list of str, optional
+        Numeric columns (integer, float, boolean), in the order of the features. Default:
+        every numeric column but the label, in the file's order.
+    embedding_column : str, optional
+        A list or fixed-size list column of numbers whose rows are the feature vectors (an
+        embedding per row), instead of ``feature_columns``. Every row must have the length of
+        the first one.
+    dtype : {"float32", "float64"}, optional
+        Feature dtype. Default: float32 when every feature column (or the embedding's values)
+        is float32 or float16, else float64, so the values convert exactly.
+    chunk_rows, codec, storage_options, overwrite
+        As in :func:`dsoftmax.data.write_dataset`.
+    source_storage_options : dict, optional
+        fsspec options (credentials, endpoint) to read ``source``.
+    client : distributed.Client, optional
+        Convert on this cluster, a task per row group. Default: the Dask default scheduler's
+        client when it is one, else threads of this process.
+    progress : bool, default False
+        Show a progress bar (bytes, files, rows) on stderr when it is a terminal, and a closing
+        line with the rows per second.
+
+    Returns
+    -------
+    Dataset
+        ``X`` of shape (n_rows, n_features), labels as class ids, and the group attribute
+        ``feature_names``: the feature columns, or ``embedding[i]``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        When a column is missing or of the wrong type, the files disagree on a column's type,
+        a label is missing, embeddings differ in length, or a feature is NaN or infinite
+        (missing values read as NaN); the message names the column, file, row and fix.
+    FileNotFoundError
+        When a path does not exist or a pattern matches nothing.
+
+    Examples
+    --------
+    >>> convert_parquet("embeddings/", "train.zarr", label_column="label",
+    ...                 embedding_column="embedding")  # doctest: +SKIP
+    """
+    _import_pyarrow()
+    paths = source_list(source, "Parquet")
+    label_column = check_label_column(label_column)
+    columns = check_feature_columns(feature_columns, label_column)
+    if embedding_column is not None:
+        if columns is not None:
+            raise ValueError(
+                "pass feature_columns or embedding_column, not both: the features come from "
+                "numeric columns or from one list column."
+            )
+        if not isinstance(embedding_column, str) or embedding_column == label_column:
+            raise ValueError(
+                f"embedding_column must name a list column other than the label, got "
+                f"{embedding_column!r}."
+            )
+    fs, files = _parquet_files(paths, source_storage_options)
+    footers = [_parquet_footer(fs, path) for path in files]
+    first_schema = footers[0][0]
+    layout = _parquet_layout(
+        fs, files[0], first_schema, label_column, columns, embedding_column, dtype
+    )
+    for path, (schema, _) in zip(files, footers, strict=True):
+        _check_same_schema(path, schema, first_schema, layout.columns)
+    pieces = [
+        Piece(path, n_rows, n_bytes, index)
+        for path, (_, sizes) in zip(files, footers, strict=True)
+        for index, (n_rows, n_bytes) in enumerate(sizes)
+        if n_rows
+    ]
+    source_text = describe_sources(paths)
+    if not pieces:
+        raise ValueError(f"{source_text} has no rows; there is nothing to convert.")
+    feature_names = (
+        [f"{embedding_column}[{i}]" for i in range(layout.n_features)]
+        if embedding_column
+        else list(layout.feature_columns)
+    )
+    plan = ConversionPlan(
+        label_column, layout.n_features, layout.dtype, feature_names, source_text, chunk_rows,
+        codec,
+    )  # fmt: skip
+    return run_conversion(
+        functools.partial(parquet_rows, fs, layout),
+        pieces,
+        plan,
+        os.fspath(url),
+        storage_options=storage_options,
+        overwrite=overwrite,
+        client=client,
+        progress=progress,
+    )

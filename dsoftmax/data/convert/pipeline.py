@@ -1,0 +1,780 @@
+"""One streaming pass from source pieces to Zarr chunks, in parallel, with bounded memory.
+
+A source is cut into *pieces* (a Parquet row group, a block of CSV bytes), each read and
+converted by one task: on the workers of a Dask cluster, or on threads of this process when
+there is none. The task that converts a piece writes the chunks of ``X`` that lie inside it,
+with their digests and value checks; the rows at its edges, which share a chunk with the next
+or previous piece, are kept as *fragments* until every piece of that chunk is converted, and a
+small task then joins and writes that chunk. Labels are kept as ids into each piece's own
+sorted labels (a few bytes a row); once every piece is read, the classes of the whole source
+are known and ``y`` is written chunk by chunk. Nothing else stays in memory, and at most
+:attr:`Runner.slots` ``+ 1`` pieces are converted at a time, so a worker holds about two
+pieces at most, whatever the size of the source.
+
+The chunks, their bytes and their digests are those :func:`dsoftmax.data.write_dataset` writes
+for the same rows: chunks of ``min(chunk_rows, n_rows)`` rows, ``y`` as int32 class ids into
+the sorted labels. The store is created first and removed when anything fails; a store it
+replaces (``overwrite=True``) is swapped in only once every check passed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..format import Dataset, content_digest, dataset_attrs
+from ..labels import check_classes, encode_labels
+from ..open import open_dataset
+from ..store import filesystem, is_local, open_group, store_location
+from ..values import BlockStats, block_stats, combine_stats
+from ..write import check_chunk_rows, compressors, create_row_array, prepare_target, write_row_block
+from .common import LabelSummary, check_label_values, classes_from
+
+__all__ = [
+    "ConversionPlan",
+    "Piece",
+    "PieceRows",
+    "Runner",
+    "run_conversion",
+]
+
+logger = logging.getLogger("dsoftmax")
+
+
+# ---------------------------------------------------------------------------------------------
+# What a source gives and what a piece task returns
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One unit of a source, read by one task.
+
+    Attributes
+    ----------
+    path : str
+        The file it comes from (for the progress bar's file count).
+    n_rows : int or None
+        Its rows when known before reading (Parquet footers), else None.
+    n_bytes : int
+        Its share of the file's bytes (for the progress bar).
+    spec : object
+        What the source's reader needs to read it (a row group number, a block of bytes).
+    """
+
+    path: str
+    n_rows: int | None
+    n_bytes: int
+    spec: Any
+
+
+@dataclass(frozen=True, eq=False)
+class PieceRows:
+    """What a source's reader returns for one piece.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_rows, n_features)
+        In the dataset's feature dtype.
+    labels : ndarray of shape (n_rows - n_missing,)
+        The labels of the rows that have one.
+    n_missing : int
+        Rows without a label.
+    first_missing : int or None
+        Row (within the piece) of the first one.
+    where : str
+        How messages name the piece.
+    """
+
+    X: np.ndarray
+    labels: np.ndarray
+    n_missing: int = 0
+    first_missing: int | None = None
+    where: str = "the source"
+
+
+@dataclass(frozen=True, eq=False)
+class _ReadPiece:
+    """A piece read and converted, not written yet (its first row may not be known)."""
+
+    X: np.ndarray
+    summary: LabelSummary
+    label_ids: np.ndarray  # ids into summary.unique; empty when labels are missing
+
+    @property
+    def n_rows(self) -> int:
+        return self.summary.n_rows
+
+
+@dataclass(frozen=True, eq=False)
+class _ChunkResult:
+    """A chunk of X written: its digest and the value checks of its rows."""
+
+    index: int
+    digest: str
+    stats: BlockStats
+
+
+@dataclass(frozen=True, eq=False)
+class _PieceSummary:
+    """What the client learns of a written piece."""
+
+    summary: LabelSummary
+    written: tuple[_ChunkResult, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class _PieceOutput:
+    """A written piece, left where it was converted: its summary, the rows it shares with
+    other pieces' chunks, and its label ids."""
+
+    summary: _PieceSummary
+    fragments: dict[int, np.ndarray]
+    label_ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class ConversionPlan:
+    """How one source is written.
+
+    Attributes
+    ----------
+    label_column : str
+    n_features : int
+    dtype : numpy.dtype
+        Feature dtype.
+    feature_names : list of str
+    source : str
+        How messages name the source.
+    chunk_rows : int
+    codec : str
+    """
+
+    label_column: str
+    n_features: int
+    dtype: np.dtype
+    feature_names: list[str]
+    source: str
+    chunk_rows: int
+    codec: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker tasks (their names show on the Dask dashboard)
+# ---------------------------------------------------------------------------------------------
+
+
+def read_piece(
+    reader: Callable[[Piece], PieceRows], piece: Piece, label_column: str
+) -> _ReadPiece:
+    """Worker task: read and convert one piece; labels become ids into its sorted labels."""
+    rows = reader(piece)
+    labels = check_label_values(rows.labels, label_column, rows.where)
+    unique, inverse = np.unique(labels, return_inverse=True)
+    n_rows = rows.X.shape[0]
+    summary = LabelSummary(n_rows, unique, rows.first_missing, rows.n_missing)
+    ids = np.empty(0, np.int32) if rows.n_missing else inverse.astype(np.int32).reshape(-1)
+    return _ReadPiece(rows.X, summary, ids)
+
+
+def _chunk_stats(X_chunk: np.ndarray, index: int, row_start: int) -> BlockStats:
+    # Class ids are made from the labels by the conversion itself: only X can be wrong.
+    no_labels = np.zeros(X_chunk.shape[0], dtype=np.int32)
+    return block_stats(X_chunk, no_labels, None, 1, index, row_start)
+
+
+def _write_chunk(target: Any, X_chunk: np.ndarray, index: int, row_start: int) -> _ChunkResult:
+    digest = write_row_block({"X": target}, {"X": X_chunk}, row_start)["X"]
+    return _ChunkResult(index, digest, _chunk_stats(X_chunk, index, row_start))
+
+
+def write_piece(
+    piece: _ReadPiece, target: Any, row_start: int, chunk_rows: int, n_total: int | None
+) -> _PieceOutput:
+    """Worker task: write the chunks of X that lie inside the piece, and keep its edges.
+
+    ``n_total`` is the dataset's row count when known; without it, the chunk holding the last
+    rows of the piece is kept as a fragment, since it may be the dataset's last.
+    """
+    n_rows = piece.n_rows
+    end = row_start + n_rows
+    written, fragments = [], {}
+    for index in range(row_start // chunk_rows, -(-end // chunk_rows)):
+        chunk_start = index * chunk_rows
+        chunk_end = chunk_start + chunk_rows
+        if n_total is not None:
+            chunk_end = min(chunk_end, n_total)
+        lo, hi = max(chunk_start, row_start), min(chunk_end, end)
+        rows = piece.X[lo - row_start : hi - row_start]
+        if lo == chunk_start and hi == chunk_end:
+            written.append(_write_chunk(target, rows, index, chunk_start))
+        else:
+            # Copied: a view would hold on to the piece's whole buffer until the chunk is full.
+            fragments[index] = np.array(rows)
+    summary = _PieceSummary(piece.summary, tuple(written))
+    return _PieceOutput(summary, fragments, piece.label_ids)
+
+
+def convert_piece(
+    reader: Callable[[Piece], PieceRows],
+    piece: Piece,
+    label_column: str,
+    target: Any,
+    row_start: int,
+    chunk_rows: int,
+    n_total: int | None,
+) -> _PieceOutput:
+    """Worker task: read, convert and write one piece whose first row is known."""
+    read = read_piece(reader, piece, label_column)
+    return write_piece(read, target, row_start, chunk_rows, n_total)
+
+
+def write_joined_chunk(
+    target: Any, index: int, row_start: int, *fragments: np.ndarray
+) -> _ChunkResult:
+    """Worker task: one chunk of X from the fragments of the pieces it spans, in row order."""
+    return _write_chunk(target, np.concatenate(fragments), index, row_start)
+
+
+def write_label_chunk(
+    target: Any, row_start: int, *parts: tuple[np.ndarray, np.ndarray]
+) -> str:
+    """Worker task: one chunk of y from ``(ids of a piece's rows, class id of each of its
+    labels)`` pairs, in row order; returns its digest."""
+    ids = np.concatenate([class_ids[local] for local, class_ids in parts])
+    return write_row_block({"y": target}, {"y": ids}, row_start)["y"]
+
+
+def piece_summary(output: _PieceOutput) -> _PieceSummary:
+    return output.summary
+
+
+def piece_fragment(output: _PieceOutput, index: int) -> np.ndarray:
+    return output.fragments[index]
+
+
+def piece_label_ids(output: _PieceOutput) -> np.ndarray:
+    return output.label_ids
+
+
+def read_row_count(piece: _ReadPiece) -> int:
+    return piece.n_rows
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the tasks run
+# ---------------------------------------------------------------------------------------------
+
+
+class Runner:
+    """Tasks on threads of this process (``client=None``) or on a Dask cluster.
+
+    Handles are futures; a task's arguments may be handles of finished tasks, whose results
+    it then receives (on a cluster, Dask moves them to the task's worker).
+
+    Parameters
+    ----------
+    client : distributed.Client or None
+    n_threads : int, optional
+        Threads without a client (default: this machine's usable CPUs).
+    """
+
+    def __init__(self, client: Any = None, n_threads: int | None = None) -> None:
+        self.client = client
+        self._token = uuid.uuid4().hex[:12]
+        self._count = 0
+        if client is None:
+            import dask.system
+
+            self.slots = max(1, n_threads or dask.system.CPU_COUNT)
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.slots, thread_name_prefix="dsoftmax-convert"
+            )
+        else:
+            workers = client.scheduler_info(n_workers=-1)["workers"].values()
+            self.slots = max(1, sum(worker.get("nthreads", 1) for worker in workers))
+            self._pool = None
+
+    @property
+    def where(self) -> str:
+        """How log lines name where the work runs."""
+        if self.client is None:
+            return f"{self.slots} thread{'s' if self.slots > 1 else ''} of this process"
+        return f"the cluster's {self.slots} worker threads"
+
+    def submit(self, function: Callable, *args: Any) -> Any:
+        """Run ``function(*args)``; ``args`` may hold handles of finished tasks."""
+        if self._pool is not None:
+            values = [arg.result() if isinstance(arg, concurrent.futures.Future) else arg
+                      for arg in args]  # fmt: skip
+            return self._pool.submit(function, *values)
+        self._count += 1
+        name = function.__name__.replace("_", "-")
+        key = f"dsoftmax-convert-{name}-{self._token}-{self._count}"
+        return self.client.submit(function, *args, key=key, pure=False)
+
+    def derive(self, function: Callable, handle: Any, *args: Any) -> Any:
+        """A handle on ``function(result, *args)``, computed where ``handle``'s result is."""
+        if self._pool is not None:
+            done: concurrent.futures.Future = concurrent.futures.Future()
+            done.set_result(function(handle.result(), *args))
+            return done
+        return self.submit(function, handle, *args)
+
+    def fetch(self, function: Callable, handle: Any) -> Any:
+        """``function(result)`` of a finished task, brought to this process."""
+        if self._pool is not None:
+            return function(handle.result())
+        return self.submit(function, handle).result()
+
+    def wait_any(self, handles: Sequence[Any]) -> set:
+        """The handles among ``handles`` that are done, once at least one is."""
+        if self._pool is not None:
+            return concurrent.futures.wait(
+                handles, return_when=concurrent.futures.FIRST_COMPLETED
+            ).done
+        import distributed
+
+        return set(distributed.wait(list(handles), return_when="FIRST_COMPLETED").done)
+
+    def release(self, handles: Sequence[Any]) -> None:
+        """Drop this process's hold on results; tasks that use them still get them."""
+        if self._pool is None:
+            for handle in handles:
+                handle.release()
+
+    def cancel(self, handles: Sequence[Any]) -> None:
+        """Cancel tasks not started and let every result go."""
+        if self._pool is not None:
+            for handle in handles:
+                handle.cancel()
+        elif handles:
+            self.client.cancel(list(handles))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def default_client() -> Any:
+    """The Dask default scheduler's distributed client, or None when it is not one."""
+    import dask.base
+
+    scheduler = dask.base.get_scheduler()
+    owner = getattr(scheduler, "__self__", None)
+    if owner is not None and type(owner).__name__ == "Client" and owner.status == "running":
+        return owner
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The output store
+# ---------------------------------------------------------------------------------------------
+
+
+class _Output:
+    """Where the dataset is written: the target itself, or a staging store beside it when it
+    replaces one (swapped in by :meth:`commit`), removed by :meth:`discard`."""
+
+    def __init__(self, url: str, storage_options: dict | None, overwrite: bool) -> None:
+        self.url, self.storage_options = url, storage_options
+        self.mode = prepare_target(url, storage_options, overwrite)
+        self.fs, self.path = filesystem(url, storage_options)
+        self.replaces = self.mode == "w" and self.fs.exists(f"{self.path}/zarr.json")
+        self.write_url = url
+        if self.replaces:
+            head, _, name = url.rstrip("/").rpartition("/")
+            local = store_location(url) if is_local(url) else None
+            staging = f".{name or url}.converting-{uuid.uuid4().hex[:12]}"
+            if local is not None:
+                self.write_url = os.path.join(os.path.dirname(local), staging)
+            else:
+                self.write_url = f"{head}/{staging}"
+        self.created = False
+
+    def group(self) -> Any:
+        mode = "w" if self.replaces else self.mode
+        group = open_group(self.write_url, mode, self.storage_options)
+        self.created = True
+        return group
+
+    def commit(self) -> None:
+        if not self.replaces:
+            return
+        _, staging = filesystem(self.write_url, self.storage_options)
+        if is_local(self.url):
+            target = store_location(self.url)
+            aside = f"{staging}.replaced"
+            os.rename(target, aside)
+            os.rename(staging, target)
+            shutil.rmtree(aside)
+        else:
+            self.fs.rm(self.path, recursive=True)
+            self.fs.mv(staging, self.path, recursive=True)
+
+    def discard(self) -> None:
+        """Remove what this conversion wrote (an empty directory it was given stays)."""
+        if not self.created:
+            return
+        fs, path = filesystem(self.write_url, self.storage_options)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        if self.mode == "w" and not self.replaces:
+            fs.mkdir(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pass
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Progress:
+    """The progress bar of a conversion: input bytes, with files and rows done."""
+
+    pieces: Sequence[Piece]
+    show: bool
+    started: float = field(default_factory=time.perf_counter)
+    rows: int = 0
+
+    def __post_init__(self) -> None:
+        from tqdm.auto import tqdm
+
+        self._left = defaultdict(int)
+        for piece in self.pieces:
+            self._left[piece.path] += 1
+        self.n_files = len(self._left)
+        self.files_done = 0
+        self.n_bytes = sum(piece.n_bytes for piece in self.pieces)
+        self.bar = tqdm(
+            total=self.n_bytes,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc="converting",
+            leave=False,
+            disable=None if self.show else True,
+            file=sys.stderr,
+        )
+
+    def piece_done(self, piece: Piece, n_rows: int) -> None:
+        self.rows += n_rows
+        self._left[piece.path] -= 1
+        self.files_done += self._left[piece.path] == 0
+        self.bar.set_postfix_str(
+            f"files {self.files_done}/{self.n_files}, {self.rows:,} rows", refresh=False
+        )
+        self.bar.update(piece.n_bytes)
+
+    def close(self, what: str) -> None:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        shown = not self.bar.disable
+        self.bar.close()
+        from dask.utils import format_bytes
+
+        line = (
+            f"dsoftmax: converted {self.rows:,} rows ({format_bytes(self.n_bytes)} in "
+            f"{self.n_files} file{'s' if self.n_files > 1 else ''}) {what} in {elapsed:.1f} s: "
+            f"{self.rows / elapsed:,.0f} rows/s, {format_bytes(int(self.n_bytes / elapsed))}/s"
+        )
+        if shown:
+            print(line, file=sys.stderr)
+        else:
+            logger.info("%s", line)
+
+
+class _Pass:
+    """The coordinator of one conversion: submits the pieces in order, a few at a time, joins
+    the chunks they share, then writes the labels."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        reader: Callable[[Piece], PieceRows],
+        pieces: Sequence[Piece],
+        plan: ConversionPlan,
+        output: _Output,
+        progress: _Progress,
+    ) -> None:
+        self.runner, self.reader, self.pieces, self.plan = runner, reader, pieces, plan
+        self.output, self.progress = output, progress
+        self.known = all(piece.n_rows is not None for piece in pieces)
+        self.rows: list[int | None] = [piece.n_rows for piece in pieces]
+        self.starts: list[int] = []  # first rows of a prefix of the pieces
+        if self.known:
+            self.starts = [int(s) for s in np.cumsum([0, *self.rows[:-1]])]
+        self.chunk_rows = 0
+        self.group: Any = None
+        self.X: Any = None
+        self.running: dict[Any, tuple[str, int]] = {}  # handle → (task kind, piece or chunk)
+        self.reads: dict[int, Any] = {}  # pieces read, not written yet
+        self.label_ids: dict[int, Any] = {}  # piece → its label ids, where it was converted
+        self.summaries: dict[int, _PieceSummary] = {}
+        self.chunks: dict[int, _ChunkResult] = {}  # chunks of X written
+        self.fragments: dict[int, list[tuple[int, Any]]] = defaultdict(list)  # chunk → parts
+        self.covered: dict[int, int] = defaultdict(int)  # chunk → its rows in fragments
+
+    # -- rows and chunks ------------------------------------------------------------------
+
+    @property
+    def all_written(self) -> bool:
+        return len(self.summaries) == len(self.pieces)
+
+    def _known_rows(self) -> int:
+        if not self.starts:
+            return 0
+        last = len(self.starts) - 1
+        return self.starts[last] + self.rows[last]
+
+    def _chunk_size(self, chunk: int) -> int:
+        """Rows of ``chunk``; a full chunk's worth until the dataset's end is known."""
+        if self.known or self.all_written:
+            return min(self.chunk_rows, self._known_rows() - chunk * self.chunk_rows)
+        return self.chunk_rows
+
+    def _create_features(self, n_rows: int) -> None:
+        """Create X with chunks of ``min(chunk_rows, n_rows)`` rows, as
+        :func:`~dsoftmax.data.write_dataset` makes them: for a source of unknown length,
+        once a chunk's worth of rows is read, or every row."""
+        if n_rows == 0:
+            raise ValueError(f"{self.plan.source} has no rows; there is nothing to convert.")
+        self.chunk_rows = min(self.plan.chunk_rows, n_rows)
+        self.group = self.output.group()
+        self.X = create_row_array(
+            self.group, "X", (n_rows, self.plan.n_features), self.plan.dtype, self.chunk_rows,
+            compressors(self.plan.codec),
+        )  # fmt: skip
+
+    # -- submitting -----------------------------------------------------------------------
+
+    def _busy(self) -> int:
+        """Pieces in memory or being converted. Pieces read before X exists are left out:
+        they hold less than a chunk's worth of rows in all."""
+        converting = sum(kind != "join" for kind, _ in self.running.values())
+        return converting + (len(self.reads) if self.X is not None else 0)
+
+    def _submit_piece(self, index: int) -> None:
+        piece = self.pieces[index]
+        if self.known:
+            handle = self.runner.submit(
+                convert_piece, self.reader, piece, self.plan.label_column, self.X,
+                self.starts[index], self.chunk_rows, self._known_rows(),
+            )  # fmt: skip
+            self.running[handle] = ("piece", index)
+        else:
+            handle = self.runner.submit(read_piece, self.reader, piece, self.plan.label_column)
+            self.running[handle] = ("read", index)
+
+    def _write_reads(self, all_read: bool) -> None:
+        """Write the pieces read whose first row is known (every earlier piece is read)."""
+        while len(self.starts) < len(self.pieces) and self.rows[len(self.starts)] is not None:
+            self.starts.append(self._known_rows())
+        if self.X is None:
+            if self._known_rows() < self.plan.chunk_rows and not all_read:
+                return
+            self._create_features(self._known_rows())
+        if self.X.shape[0] < self._known_rows():
+            self.X.resize((self._known_rows(), self.plan.n_features))
+        n_total = self._known_rows() if all_read else None
+        for index in sorted(i for i in self.reads if i < len(self.starts)):
+            read = self.reads.pop(index)
+            handle = self.runner.submit(
+                write_piece, read, self.X, self.starts[index], self.chunk_rows, n_total
+            )
+            self.running[handle] = ("piece", index)
+            self.runner.release([read])
+
+    def _join_ready_chunks(self) -> None:
+        """Write every chunk whose rows are all in fragments of written pieces."""
+        for chunk in sorted(self.fragments):
+            if self.covered[chunk] < self._chunk_size(chunk):
+                continue
+            parts = [handle for _, handle in sorted(self.fragments.pop(chunk))]
+            start = chunk * self.chunk_rows
+            handle = self.runner.submit(write_joined_chunk, self.X, chunk, start, *parts)
+            self.running[handle] = ("join", chunk)
+            self.runner.release(parts)
+
+    # -- the pass ---------------------------------------------------------------------------
+
+    def run(self) -> tuple[list[dict[str, str]], np.ndarray]:
+        """Convert every piece; return the chunks' digests and the classes."""
+        if self.known:
+            self._create_features(self._known_rows())
+        window = self.runner.slots + 1
+        next_piece = 0
+        while next_piece < len(self.pieces) or self.running or self.reads:
+            while next_piece < len(self.pieces) and self._busy() < window:
+                self._submit_piece(next_piece)
+                next_piece += 1
+            for handle in self.runner.wait_any(list(self.running)):
+                self._finished(handle)
+            if not self.known:
+                reading = any(kind == "read" for kind, _ in self.running.values())
+                self._write_reads(all_read=next_piece == len(self.pieces) and not reading)
+            self._join_ready_chunks()
+        return self._finish()
+
+    def _finished(self, handle: Any) -> None:
+        kind, index = self.running.pop(handle)
+        if kind == "read":
+            self.rows[index] = self.runner.fetch(read_row_count, handle)
+            self.reads[index] = handle
+        elif kind == "piece":
+            summary = self.runner.fetch(piece_summary, handle)
+            self.summaries[index] = summary
+            for chunk in summary.written:
+                self.chunks[chunk.index] = chunk
+            self._note_fragments(index, handle)
+            self.label_ids[index] = self.runner.derive(piece_label_ids, handle)
+            # The piece's output goes; its fragments and label ids stay, as results of their own.
+            self.runner.release([handle])
+            self.progress.piece_done(self.pieces[index], summary.summary.n_rows)
+        else:
+            self.chunks[index] = self.runner.fetch(_identity, handle)
+            self.runner.release([handle])
+
+    def _note_fragments(self, index: int, output: Any) -> None:
+        start, n_rows = self.starts[index], self.rows[index]
+        if n_rows == 0:
+            return
+        for chunk in range(start // self.chunk_rows, (start + n_rows - 1) // self.chunk_rows + 1):
+            if chunk in self.chunks:
+                continue
+            lo = max(start, chunk * self.chunk_rows)
+            hi = min(start + n_rows, (chunk + 1) * self.chunk_rows)
+            part = self.runner.derive(piece_fragment, output, chunk)
+            self.fragments[chunk].append((index, part))
+            self.covered[chunk] += hi - lo
+
+    def _pieces_of_chunk(self, chunk: int) -> list[tuple[int, int, int]]:
+        """``(piece, first row, end row)`` within each piece of ``chunk``'s rows."""
+        lo = chunk * self.chunk_rows
+        hi = lo + self._chunk_size(chunk)
+        found = []
+        for index, (start, n_rows) in enumerate(zip(self.starts, self.rows, strict=True)):
+            if n_rows and start < hi and start + n_rows > lo:
+                found.append((index, max(lo, start) - start, min(hi, start + n_rows) - start))
+        return found
+
+    def _finish(self) -> tuple[list[dict[str, str]], np.ndarray]:
+        ordered = [self.summaries[i].summary for i in range(len(self.pieces))]
+        classes = classes_from(ordered, self.plan.label_column, self.plan.source)
+        n_chunks = -(-self._known_rows() // self.chunk_rows)
+        try:
+            classes = check_classes(np.asarray(classes), "classes")
+            combine_stats([self.chunks[i].stats for i in range(n_chunks)], "the input")
+        except ValueError as error:
+            raise ValueError(f"cannot convert {self.plan.source}: {error}") from error
+        label_digests = self._write_labels(classes, n_chunks)
+        digests = [{"X": self.chunks[i].digest, "y": label_digests[i]} for i in range(n_chunks)]
+        return digests, classes
+
+    def _write_labels(self, classes: np.ndarray, n_chunks: int) -> list[str]:
+        y = create_row_array(
+            self.group, "y", (self._known_rows(),), np.dtype(np.int32), self.chunk_rows,
+            compressors(self.plan.codec),
+        )  # fmt: skip
+        class_ids = {
+            index: encode_labels(summary.summary.unique, classes)
+            for index, summary in self.summaries.items()
+        }
+        handles = []
+        for chunk in range(n_chunks):
+            parts = [
+                self.runner.derive(_label_part, self.label_ids[i], lo, hi, class_ids[i])
+                for i, lo, hi in self._pieces_of_chunk(chunk)
+            ]
+            handles.append(
+                self.runner.submit(write_label_chunk, y, chunk * self.chunk_rows, *parts)
+            )
+        return [self.runner.fetch(_identity, handle) for handle in handles]
+
+    def cancel(self) -> None:
+        """Let every result go."""
+        parts = [handle for chunk in self.fragments.values() for _, handle in chunk]
+        self.runner.cancel([*self.running, *self.reads.values(), *self.label_ids.values(), *parts])
+
+
+def _label_part(
+    label_ids: np.ndarray, lo: int, hi: int, class_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``lo:hi`` of a piece's label ids, with the class id of each of its labels."""
+    return label_ids[lo:hi], class_ids
+
+
+def run_conversion(
+    reader: Callable[[Piece], PieceRows],
+    pieces: Sequence[Piece],
+    plan: ConversionPlan,
+    url: str,
+    *,
+    storage_options: dict | None,
+    overwrite: bool,
+    client: Any = None,
+    progress: bool = False,
+) -> Dataset:
+    """Convert ``pieces`` of a source into the dataset at ``url`` in one streaming pass.
+
+    Parameters
+    ----------
+    reader : callable
+        ``reader(piece) -> PieceRows``; a module-level function (or a partial of one), as it
+        travels to the workers.
+    pieces : sequence of Piece
+        In row order; empty pieces are allowed.
+    plan : ConversionPlan
+    url : str
+    storage_options : dict or None
+    overwrite : bool
+    client : distributed.Client, optional
+        Convert on this cluster; default: the Dask default scheduler's client when it is one,
+        else threads of this process.
+    progress : bool
+        A progress bar (input bytes, files, rows) on stderr when it is a terminal, and a
+        closing line with the rate.
+
+    Returns
+    -------
+    Dataset
+    """
+    check_chunk_rows(plan.chunk_rows)
+    compressors(plan.codec)
+    output = _Output(url, storage_options, overwrite)
+    runner = Runner(client if client is not None else default_client())
+    logger.info(
+        "dsoftmax: converting %s (%d pieces) on %s", plan.source, len(pieces), runner.where
+    )
+    bar = _Progress(pieces, progress)
+    conversion = _Pass(runner, reader, pieces, plan, output, bar)
+    try:
+        digests, classes = conversion.run()
+        conversion.group.attrs.update(dataset_attrs(classes, content_digest(digests)))
+        # Outside the fingerprint: naming the columns does not change the data.
+        conversion.group.attrs["feature_names"] = plan.feature_names
+        conversion.cancel()
+        output.commit()
+    except BaseException:
+        conversion.cancel()
+        bar.bar.close()
+        runner.close()
+        output.discard()
+        raise
+    runner.close()
+    bar.close(f"on {runner.where}")
+    return open_dataset(url, storage_options=storage_options)

@@ -1,0 +1,53 @@
+"""Names and defaults shared by the library and the command line.
+
+This module imports nothing heavy, so that ``dsoftmax --help`` can show the choices and defaults
+that the library uses without importing NumPy, Dask or Zarr. Every other module takes these values
+from here instead of repeating them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CODECS",
+    "CONVERT_FORMATS",
+    "DEFAULT_CHUNK_ROWS",
+    "DEFAULT_READ_RETRIES",
+    "FEATURE_DTYPES",
+    "HOLD_CHOICES",
+    "L2_GRID_RANGE",
+    "SCHEDULES",
+    "SCORINGS",
+    "SOLVERS",
+]
+
+#: Rows per Zarr chunk, the unit of work of every evaluation (and per block of NumPy input).
+DEFAULT_CHUNK_ROWS = 65536
+
+#: Attempts at reading one chunk before a read error is reported.
+DEFAULT_READ_RETRIES = 3
+
+#: Dtypes a dataset's features may be stored in: float16 halves the bytes read and held, and the
+#: kernel computes in float32 from it (float64 sums either way).
+FEATURE_DTYPES = ("float32", "float64", "float16")
+
+#: Compression of dataset chunks.
+CODECS = ("zstd", "lz4", "none")
+
+#: Source formats of ``dsoftmax convert``.
+CONVERT_FORMATS = ("npz", "npy", "parquet", "csv", "svmlight")
+
+#: Optimizers of a fit: full-batch L-BFGS, or minibatch SGD and Adam.
+SOLVERS = ("lbfgs", "sgd", "adam")
+
+#: Learning-rate schedules of the minibatch solvers.
+SCHEDULES = ("constant", "inverse_scaling", "step_decay", "cosine")
+
+#: Where the rows live during a fit on a cluster.
+HOLD_CHOICES = ("auto", "memory", "stream")
+
+#: Held-out scores of a cross-validated grid, by scikit-learn's names (higher is better).
+SCORINGS = ("neg_log_loss", "accuracy")
+
+#: The range of scikit-learn's ``Cs`` grid (``np.logspace(-4, 4, n)``), as powers of ten: an
+#: ``l2s=n`` grid is its image ``λ = 1 / (2 · C · n_samples)``.
+L2_GRID_RANGE = (-4.0, 4.0)

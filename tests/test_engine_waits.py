@@ -1,0 +1,46 @@
+"""The client's wait for a block server's reply: probes, and no garbage left behind."""
+
+from __future__ import annotations
+
+import gc
+
+import dask.array as da
+import numpy as np
+import pytest
+from daskprocs import small_local_cluster
+from distributed import Client
+
+import dsoftmax.engine.dask as dask_engine
+from dsoftmax.engine import DaskEngine, LocalEngine
+from dsoftmax.objective import Params
+
+
+@pytest.fixture(scope="module")
+def client():
+    with small_local_cluster(2, "1GiB") as cluster, Client(cluster) as client:
+        yield client
+
+
+def test_replies_awaited_past_the_probe_interval_match_and_leave_no_reference_cycles(
+    client, monkeypatch
+):
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(600, 8)), rng.integers(0, 5, 600)
+    params = Params(rng.normal(size=(5, 8)), rng.normal(size=5))
+    expected = LocalEngine(X, y, chunk_rows=100).sums(params)
+    X_dask, y_dask = da.from_array(X, chunks=(100, -1)), da.from_array(y, chunks=100)
+    with DaskEngine(client, X_dask, y_dask) as engine:
+        engine.sums(params)  # the load, and the servers started
+        # Every reply now takes longer than the probe interval: the server is probed while
+        # the reply is awaited, and the timed waits' reference cycles are freed at once.
+        monkeypatch.setattr(dask_engine, "SERVER_PROBE_SECONDS", 1e-6)
+        gc.collect()
+        gc.disable()
+        try:
+            sums = engine.sums(params)
+            left_behind = gc.collect()
+        finally:
+            gc.enable()
+    assert sums.loss_sum == expected.loss_sum and sums.weight_sum == expected.weight_sum
+    np.testing.assert_array_equal(sums.grad_coef_sum, expected.grad_coef_sum)
+    assert left_behind == 0
