@@ -22,7 +22,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" ; rc=$$? ; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no test" >&2; exit 1; fi ; exit $$rc
 
-# The long runs (the out-of-core example, the user guide's code, the quick benchmarks): minutes.
+# The long runs (workers and schedulers killed mid-fit, the out-of-core example, the user guide's
+# code, the quick benchmarks): minutes.
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 

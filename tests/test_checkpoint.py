@@ -313,6 +313,7 @@ def _log_hook(trigger, action):
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+@pytest.mark.slow
 def test_a_worker_killed_mid_fit_changes_nothing(tmp_path, solver):
     path = str(tmp_path / "train.zarr")
     make_classification(path, 8000, 8, 3, chunk_rows=1000, seed=5, dtype="float64")
@@ -354,6 +355,7 @@ def _poison_block_two(block, marker, block_info=None):
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
 def test_a_block_that_kills_every_worker_is_named_and_checkpoints_survive(tmp_path, data):
     import dask
     import dask.array as da

@@ -449,6 +449,7 @@ def test_help_of_each_command_exits_0(command: str, argument_results: dict) -> N
 
 # ---------------------------------------------------------------------------- data errors
 @pytest.mark.cluster
+@pytest.mark.slow
 def test_data_errors_exit_1_with_one_line_and_leave_the_model_untouched(
     lbfgs_model: Path,
     teacher_data: Path,

@@ -30,6 +30,7 @@ def _dsoftmax(*args: str, **kwargs) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_scheduler_loss_then_resume_matches_an_uninterrupted_run(tmp_path):
     data = str(tmp_path / "train.zarr")
     train_args = [
@@ -122,6 +123,7 @@ def test_scheduler_loss_then_resume_matches_an_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(final.intercept_, expected.intercept_)
 
 
+@pytest.mark.slow
 def test_damaged_checkpoints_are_named_and_resume_goes_on_from_the_newest_valid_one(tmp_path):
     data = str(tmp_path / "train.zarr")
     train_args = (
@@ -176,6 +178,7 @@ def test_damaged_checkpoints_are_named_and_resume_goes_on_from_the_newest_valid_
     np.testing.assert_array_equal(final.coef_, expected.coef_)
 
 
+@pytest.mark.slow
 def test_a_scheduler_killed_mid_fit_is_named_as_a_lost_connection_without_a_traceback(tmp_path):
     data = str(tmp_path / "train.zarr")
     with dask_processes(n_workers=2) as procs:

@@ -37,6 +37,7 @@ def _table(stdout: str) -> list[list[str]]:
     return [line.split() for line in stdout.splitlines() if re.match(r"\s*[\d.]+(e-?\d+)?\s", line)]
 
 
+@pytest.mark.slow
 def test_a_grid_prints_its_table_marks_the_choice_and_saves_it(data, cluster, tmp_path):
     listed, counted = tmp_path / "listed", tmp_path / "counted"
     scheduler = ("--scheduler", cluster.address)

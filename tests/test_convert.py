@@ -617,6 +617,7 @@ def write_embedding_files(folder: Path, total_bytes: int) -> tuple[np.ndarray, i
 
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 def test_parquet_larger_than_a_worker_memory_limit_converts_without_a_restart(tmp_path):
     block, rows_per_file = write_embedding_files(
         tmp_path / "source", int(1.02 * WORKER_MEMORY_LIMIT)

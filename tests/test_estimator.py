@@ -146,6 +146,7 @@ def test_save_never_replaces_something_that_is_not_a_model(tmp_path):
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
 def test_minibatch_solvers_reach_lbfgs_accuracy_and_are_worker_count_independent(tmp_path):
     dataset_path = str(tmp_path / "teacher.zarr")
     make_classification(dataset_path, 20_000, 16, 5, chunk_rows=3000, seed=3, dtype="float64")

@@ -107,6 +107,7 @@ def test_a_converted_svmlight_file_reaches_sklearns_optimum(bag, reference, tmp_
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
 def test_a_sparse_store_on_two_workers_reaches_sklearns_optimum(bag, reference, tmp_path):
     X, y = bag
     expected, l2 = reference
@@ -137,6 +138,7 @@ ADAM = {"solver": "adam", "learning_rate": 0.02, "batch_size": 128, "l2": 1e-4}
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("solver", [SGD, ADAM], ids=["sgd", "adam"])
+@pytest.mark.slow
 def test_minibatches_on_sparse_blocks_are_bit_identical_on_1_2_and_3_workers(bag, tmp_path, solver):
     X, y = bag
     dataset = write_dataset(tmp_path / "bag.zarr", X, y, chunk_rows=300)

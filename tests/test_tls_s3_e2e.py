@@ -293,6 +293,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordingS3]:
 
 # ----------------------------------------------------------------------- S3 and local disk
 @pytest.mark.s3
+@pytest.mark.slow
 def test_cli_over_tls_trains_from_s3_and_local_disk_alike_with_workers_reading_the_chunks(
     cluster: DaskProcesses,
     certs: Path,
