@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ipaddress
 import logging
 import signal
 import socket
-import ssl
 import threading
 import weakref
 from collections.abc import Iterator
@@ -39,9 +37,16 @@ import dask.system
 import distributed
 import distributed.system
 from dask.utils import format_bytes, parse_bytes
-from distributed.comm.addressing import parse_address, parse_host_port, unparse_address
+from distributed.comm.addressing import parse_address, parse_host_port
 from distributed.security import Security
 
+from .connection import (
+    PROBE_TIMEOUT,
+    check_scheme_matches_security,
+    connection_failure_message,
+    normalize_address,
+    warn_if_unencrypted_remote,
+)
 from .validation import AT_LEAST_ONE, POSITIVE, is_integer, is_real
 
 __all__ = [
@@ -73,10 +78,7 @@ LOCAL_MEMORY_FRACTION = 0.8
 #: the workers they start.
 WORKER_ENVIRONMENT = {"NUMPY_MADVISE_HUGEPAGE": "0"}
 
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-_UNENCRYPTED_SCHEMES = frozenset({"tcp", "ws"})
 _CLOSED_STATES = frozenset({"closing", "closed"})
-_PROBE_TIMEOUT = 2.0  # seconds for the one diagnostic connection after a failure
 
 _lock = threading.RLock()
 _clients_by_address: dict[str, distributed.Client] = {}
@@ -348,7 +350,7 @@ def _dashboard_page_missing(client: distributed.Client, link: str) -> bool:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(link, timeout=_PROBE_TIMEOUT):
+            with urllib.request.urlopen(link, timeout=PROBE_TIMEOUT):
                 missing = False
         except urllib.error.HTTPError as error:
             missing = error.code == 404
@@ -390,7 +392,7 @@ def describe(client: distributed.Client) -> str:
     )
 
 
-def scheduler_lost(client: distributed.Client, timeout: float = _PROBE_TIMEOUT) -> bool:
+def scheduler_lost(client: distributed.Client, timeout: float = PROBE_TIMEOUT) -> bool:
     """Whether ``client`` lost its scheduler: the client says so, or the scheduler's port
     refuses a plain connection (a client notices a lost scheduler only after a while).
 
@@ -509,18 +511,18 @@ def _client_for_address(
     if not (is_real(timeout) and timeout in POSITIVE):
         raise ValueError(f"timeout must be a positive number of seconds; got {timeout!r}.")
     effective_security = security if security is not None else Security()
-    address = _normalize_address(address.strip(), effective_security)
+    address = normalize_address(address.strip(), effective_security)
     with _lock:
         cached = _clients_by_address.get(address)
         if cached is not None and cached.status not in _CLOSED_STATES:
             return cached
-        _check_scheme_matches_security(address, effective_security)
-        _warn_if_unencrypted_remote(address)
+        check_scheme_matches_security(address, effective_security)
+        warn_if_unencrypted_remote(address)
         try:
             client = distributed.Client(address, security=security, timeout=timeout)
         except OSError as exc:  # TimeoutError and refused connections are OSErrors
             raise ConnectionError(
-                _connection_failure_message(address, timeout, exc, effective_security)
+                connection_failure_message(address, timeout, exc, effective_security)
             ) from exc
         _clients_by_address[address] = client
     if logger.isEnabledFor(logging.INFO):
@@ -548,156 +550,6 @@ def _dashboard_disabled(client: distributed.Client) -> bool:
     return any(
         missing for (owner, _), missing in _dashboard_pages_missing.items() if owner == id(client)
     )
-
-
-def _normalize_address(address: str, security: Security) -> str:
-    if "://" in address:
-        return address
-    scheme = "tls" if security.require_encryption else "tcp"
-    return unparse_address(scheme, address)
-
-
-def _check_scheme_matches_security(address: str, security: Security) -> None:
-    scheme, location = parse_address(address)
-    if scheme in _UNENCRYPTED_SCHEMES and security.require_encryption:
-        raise ValueError(
-            f"scheduler address {address} uses unencrypted {scheme}:// but the TLS settings "
-            f"require encryption. Use tls://{location}."
-        )
-    if scheme == "tls" and security.get_connection_args("client")["ssl_context"] is None:
-        raise ValueError(
-            f"scheduler address {address} needs TLS credentials and none were given. Pass "
-            "security=make_security(ca_file, cert, key) (CLI: --tls-ca-file, --tls-cert, "
-            "--tls-key) or set DASK_DISTRIBUTED__COMM__TLS__* in the environment."
-        )
-
-
-def _warn_if_unencrypted_remote(address: str) -> None:
-    scheme, location = parse_address(address)
-    if scheme not in _UNENCRYPTED_SCHEMES:
-        return
-    host, _ = parse_host_port(location)
-    if not _is_loopback(host):
-        logger.warning(
-            "Connecting to %s over unencrypted, unauthenticated %s://: anyone on the network "
-            "can read the traffic, and anyone who can reach the scheduler can run code on its "
-            "workers. Use tls://%s with --tls-ca-file/--tls-cert/--tls-key.",
-            address,
-            scheme,
-            location,
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name other than localhost
-        return False
-
-
-def _connection_failure_message(
-    address: str, timeout: float, exc: BaseException, security: Security | None = None
-) -> str:
-    tls_problem = _tls_failure(exc) or _probe_tls(address, security)
-    if tls_problem:
-        return (
-            f"Could not connect to the Dask scheduler at {address}: {tls_problem}. Pass the "
-            "cluster's CA with --tls-ca-file and a certificate it signed with --tls-cert/--tls-key."
-        )
-    return (
-        f"Could not connect to the Dask scheduler at {address} within {timeout:g} s "
-        f"({_diagnose(address, timeout) or _root_cause(exc)}). Is `dask scheduler` running "
-        "there and reachable from here? For a TLS cluster use tls:// and "
-        "--tls-ca-file/--tls-cert/--tls-key."
-    )
-
-
-def _probe_tls(address: str, security: Security | None) -> str | None:
-    """One TLS handshake with the client's credentials: names a certificate refusal that Dask's
-    retries hid (it keeps only its last attempt's error)."""
-    scheme, location = parse_address(address)
-    if scheme != "tls" or security is None:
-        return None
-    context = security.get_connection_args("client").get("ssl_context")
-    if context is None:
-        return None
-    host, port = parse_host_port(location)
-    try:
-        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as tls:
-                # With TLS 1.3 the server judges the client's certificate after the client's
-                # side of the handshake is done: its verdict comes with the first read.
-                tls.settimeout(0.5)
-                tls.recv(1)
-    except TimeoutError:
-        return None  # the handshake held: the scheduler waits for Dask's protocol
-    except ssl.SSLError as error:
-        return _tls_failure(error)
-    except OSError:
-        return None
-    return None
-
-
-def _tls_failure(exc: BaseException) -> str | None:
-    """Name a TLS handshake failure found in ``exc``'s chain, if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return (
-                "the scheduler's certificate is not signed by the CA given with --tls-ca-file "
-                f"({current.verify_message or current})"
-            )
-        if isinstance(current, ssl.SSLError):
-            text = str(current).lower()
-            # The scheduler says "unknown ca", or simply hangs up mid-handshake (EOF).
-            if isinstance(current, ssl.SSLEOFError) or "unknown ca" in text or "eof" in text:
-                return (
-                    "the scheduler ended the TLS handshake, refusing this client's certificate "
-                    "(is it signed by the cluster's CA?)"
-                )
-            return f"the TLS handshake failed ({current.reason or current})"
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _diagnose(address: str, timeout: float) -> str | None:
-    """Say why a TCP connection to the address fails, or that it does not."""
-    scheme, location = parse_address(address)
-    if scheme not in {"tcp", "tls"}:
-        return None
-    host, port = parse_host_port(location)
-    # Dask retries until its timeout and keeps only the last attempt's error, which is often
-    # the cancellation itself; one plain connection attempt names the cause reliably.
-    try:
-        with socket.create_connection((host, port), timeout=min(timeout, _PROBE_TIMEOUT)):
-            pass
-    except ConnectionRefusedError:
-        return f"connection refused: nothing listens on port {port} of {host}"
-    except socket.gaierror as exc:
-        return f"host name {host!r} not found: {exc.strerror}"
-    except TimeoutError:
-        return f"no answer from {host}:{port}: the host is down or a firewall drops the traffic"
-    except OSError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return (
-        f"{host}:{port} accepts connections but did not answer as a Dask scheduler, e.g. "
-        "tcp:// against a TLS scheduler or tls:// against a plain one"
-    )
-
-
-def _root_cause(exc: BaseException) -> str:
-    root = exc
-    seen = {id(root)}
-    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
-        seen.add(id(nxt))
-        root = nxt
-    if not str(root):
-        root = exc
-    return f"{type(root).__name__}: {root}"
 
 
 def _default_n_workers() -> int:

@@ -12,7 +12,6 @@ import warnings
 from dataclasses import asdict, replace
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -20,16 +19,19 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from . import objective
+from . import prediction
 from .data import Dataset
 from .data.inputs import PreparedData, prepare_data
-from .data.sparse import is_sparse
 from .defaults import DEFAULT_CHUNK_ROWS
 from .engine import DaskEngine, EngineProblem, LocalEngine
-from .engine.plan import block_bytes, fits_in_process
+from .fitting import (
+    check_streamed_minibatches,
+    fits_this_process,
+    json_params,
+    resolve_client,
+)
 from .objective import Params
 from .persist import (
-    LOADABLE_HYPER_PARAMETERS,
     Checkpoint,
     CheckpointManager,
     FittedModel,
@@ -368,7 +370,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             )
         engine = self._make_engine(data)
         try:
-            _check_streamed_minibatches(engine, config)
+            check_streamed_minibatches(engine, config)
             problem = EngineProblem(engine, config.l2, self._class_weight_vector(data))
             params = self._initial_params(data, warm)
             result = train(
@@ -432,13 +434,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         this machine's memory, when no Dask client is given or active; else on the cluster.
         The load pass of Dask input also checks the values (``data.stats``). ``folds``: the
         rows' fold codes of a cross-validated grid, held with the blocks."""
-        client = _resolve_client(self.client, needs_cluster=False)
+        client = resolve_client(self.client, needs_cluster=False)
         if client is None and data.is_lazy:
             arrays = (data.X, data.labels, data.sample_weight)
             fits, reason = fits_this_process(*arrays, self.hold_data)
             logger.info("dsoftmax: %s", reason)
             if not fits:
-                client = _resolve_client(None, needs_cluster=True)
+                client = resolve_client(None, needs_cluster=True)
         if client is None and not data.is_lazy:
             return LocalEngine(
                 data.X, data.labels, data.sample_weight, chunk_rows=int(self.chunk_rows),
@@ -536,42 +538,19 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     def _logits(self, X: Any) -> Any:
         """Logits of every class, shape (n_samples, n_classes)."""
         check_is_fitted(self)
-        X = self._features(X)
-        params = Params(self.coef_, self.intercept_)
-        if isinstance(X, da.Array):
-            return X.map_blocks(
-                _block_logits,
-                params,
-                dtype=X.dtype,
-                chunks=(X.chunks[0], (len(self.classes_),)),
-                meta=np.empty((0, 0), dtype=X.dtype),
-            )
-        if is_sparse(X):
-            return _sparse_logits(params, X)
-        return objective.decision_function(params, X)
+        return prediction.logits(Params(self.coef_, self.intercept_), self._features(X))
 
     def predict_log_proba(self, X: Any) -> Any:
         """Log-probabilities, shape (n_samples, n_classes)."""
-        logits = self._logits(X)
-        if isinstance(logits, da.Array):
-            return logits.map_blocks(objective.log_softmax, dtype=logits.dtype)
-        return objective.log_softmax(logits)
+        return prediction.log_proba(self._logits(X))
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities, shape (n_samples, n_classes); rows sum to 1."""
-        logits = self._logits(X)
-        if isinstance(logits, da.Array):
-            return logits.map_blocks(objective.softmax, dtype=logits.dtype)
-        return objective.softmax(logits)
+        return prediction.proba(self._logits(X))
 
     def predict(self, X: Any) -> Any:
         """Most probable class label per row (original label values)."""
-        logits = self._logits(X)
-        if isinstance(logits, da.Array):
-            return logits.map_blocks(
-                _block_predict, self.classes_, dtype=self.classes_.dtype, drop_axis=1
-            )
-        return self.classes_[np.argmax(logits, axis=1)]
+        return prediction.labels_of_logits(self._logits(X), self.classes_)
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Mean (weighted) accuracy; a Dataset brings its own labels. Labels the model does
@@ -580,11 +559,12 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if isinstance(X, Dataset):
             if y is not None:
                 raise ValueError("pass either a Dataset or (X, y), not both.")
-            y = _dataset_labels(X)
+            y = prediction.dataset_labels(X)
             sample_weight = X.sample_weight if sample_weight is None else sample_weight
         X = self._features(X)
-        X, y, sample_weight = _same_kind(X, y, sample_weight)
-        client = _resolve_client(self.client, needs_cluster=False) if _is_lazy(X) else None
+        X, y, sample_weight = prediction.aligned_labels(X, y, sample_weight)
+        lazy = prediction.is_lazy(X)
+        client = resolve_client(self.client, needs_cluster=False) if lazy else None
         from .evaluation import accuracy
 
         return accuracy(self, X, y, sample_weight, client=client)
@@ -638,7 +618,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         fitted = FittedModel(
-            params=_json_params(self.get_params()),
+            params=json_params(self.get_params()),
             classes=self.classes_,
             coef=self.coef_,
             intercept=self.intercept_,
@@ -672,138 +652,3 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         model.loss_curve_ = fitted.loss_curve
         model.validation_scores_ = fitted.validation_scores
         return model
-
-
-# ---------------------------------------------------------------------- helpers
-def fits_this_process(
-    X: Any, labels: Any, sample_weight: Any, hold_data: str
-) -> tuple[bool, str]:
-    """Whether a fit without a cluster holds these Dask arrays in this process (in threads)
-    rather than on a local cluster, and why: when they fit this machine's available memory
-    (:func:`dsoftmax.engine.plan.fits_in_process`) and streaming was not asked for."""
-    if hold_data == "stream":
-        return False, "on a local cluster: hold_data='stream' streams the rows from the store"
-    import psutil
-
-    data_bytes = sum(block_bytes(X.chunks[0], X, labels, sample_weight))
-    return fits_in_process(data_bytes, psutil.virtual_memory().available)
-
-
-def _resolve_client(client: Any, *, needs_cluster: bool) -> Any:
-    """The Dask client to use, or None for in-process fitting of in-memory data."""
-    from . import cluster
-
-    if client is not None:
-        return cluster.get_client(client)
-    active = cluster.active_client()
-    if active is not None or not needs_cluster:
-        return active
-    return cluster.get_client(None)
-
-
-def _is_lazy(array: Any) -> bool:
-    return isinstance(array, da.Array)
-
-
-def _same_kind(X: Any, y: Any, sample_weight: Any) -> tuple[Any, Any, Any]:
-    """Labels and weights as Dask arrays with the row chunks of a Dask ``X``; as NumPy arrays
-    of matching length for NumPy ``X``."""
-    from sklearn.utils import check_consistent_length
-
-    if not _is_lazy(X):
-        y = np.asarray(y.compute() if _is_lazy(y) else y)
-        if sample_weight is not None:
-            sample_weight = np.asarray(
-                sample_weight.compute() if _is_lazy(sample_weight) else sample_weight,
-                dtype=np.float64,
-            )
-        check_consistent_length(X, y, sample_weight)
-        return X, y, sample_weight
-    rows = X.chunks[0]
-    y = da.asarray(y).rechunk({0: rows}) if _is_lazy(y) else da.from_array(np.asarray(y), (rows,))
-    if sample_weight is not None:
-        weights = sample_weight if _is_lazy(sample_weight) else np.asarray(sample_weight)
-        sample_weight = da.asarray(weights).astype(np.float64).rechunk({0: rows})
-    if y.shape[0] != X.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
-    return X, y, sample_weight
-
-
-def _check_streamed_minibatches(engine: Any, config: TrainConfig) -> None:
-    """Refuse, before the first step, minibatches that would read every chunk at every step."""
-    if config.solver == "lbfgs" or getattr(engine, "hold", "memory") != "stream":
-        return
-    data_bytes = dask.utils.format_bytes(sum(engine.block_bytes))
-    if config.shuffle_window is None:
-        raise ValueError(
-            f"the data ({data_bytes}) is streamed from the store at each pass "
-            f"(hold_data={engine.hold!r}: it takes more than half of the workers' memory, or "
-            "hold_data='stream' was asked for), and minibatches drawn from all rows would read "
-            "every chunk at every step. Set shuffle_window (rows per shuffle window, e.g. "
-            "262144) so that each chunk is read about once per epoch, or give the workers "
-            "more memory."
-        )
-    widest = max(engine.chunk_rows)
-    # A batch straddles at most two windows, each over its own blocks and a partial one.
-    touched = min(2 * (-(-config.shuffle_window // widest) + 1), len(engine.chunk_rows))
-    if touched > engine.window:
-        raise ValueError(
-            f"shuffle_window={config.shuffle_window} rows spans up to {touched} blocks of "
-            f"{widest} rows per batch, but the workers can hold {engine.window} blocks for "
-            f"minibatches; use shuffle_window <= {max(1, (engine.window // 2 - 1) * widest)}."
-        )
-
-
-def _dataset_labels(dataset: Dataset) -> da.Array:
-    ids = dataset.y if dataset.y is not None else dataset.Y.argmax(axis=1)
-    return ids.map_blocks(_labels_of_ids, dataset.classes, dtype=dataset.classes.dtype)
-
-
-def _labels_of_ids(ids: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    return classes[ids]
-
-
-def _sparse_logits(params: Params, X: Any) -> np.ndarray:
-    """Logits of sparse rows, by the sparse kernel: the logits its evaluations count."""
-    from .kernels import sparse
-
-    return sparse.decision_function(params, X.tocsr())
-
-
-def _block_logits(X: Any, params: Params, block_info: dict | None = None) -> np.ndarray:
-    """Logits of one block of lazy input; a non-finite feature raises, naming its row (NumPy
-    input is checked by scikit-learn's validation instead)."""
-    csr = X.tocsr() if is_sparse(X) else None
-    finite = np.isfinite(X if csr is None else csr.data)
-    if not finite.all():
-        row_start = block_info[0]["array-location"][0][0] if block_info else 0
-        if csr is None:
-            first_row = int(np.argmin(finite.all(axis=1)))
-        else:
-            first_row = int(np.searchsorted(csr.indptr, np.argmin(finite), side="right") - 1)
-        raise ValueError(
-            f"X has {finite.size - np.count_nonzero(finite)} non-finite value(s) (NaN or inf) in "
-            f"rows {row_start} to {row_start + X.shape[0] - 1}, first in row "
-            f"{row_start + first_row}; predictions need finite features: drop or impute those "
-            "rows."
-        )
-    if csr is not None:
-        return _sparse_logits(params, csr)
-    return objective.decision_function(params, X)
-
-
-def _block_predict(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    return classes[np.argmax(logits, axis=1)]
-
-
-def _json_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The hyper-parameters a model file stores: those a file may set
-    (:data:`dsoftmax.persist.LOADABLE_HYPER_PARAMETERS`), as JSON values."""
-    out = {name: params[name] for name in LOADABLE_HYPER_PARAMETERS if name in params}
-    out = {name: v.item() if isinstance(v, np.generic) else v for name, v in out.items()}
-    if not isinstance(out.get("random_state"), (int, type(None))):
-        out["random_state"] = None
-    if isinstance(out.get("class_weight"), dict):
-        out["class_weight"] = None
-    return out
-

@@ -22,12 +22,8 @@ from sklearn.utils.validation import check_is_fitted
 from .data.inputs import PreparedData, prepare_data
 from .defaults import DEFAULT_CHUNK_ROWS, L2_GRID_RANGE
 from .engine.grid_problem import GridProblem
-from .estimator import (
-    SoftmaxRegression,
-    _check_streamed_minibatches,
-    _json_params,
-    _resolve_client,
-)
+from .estimator import SoftmaxRegression
+from .fitting import check_streamed_minibatches, json_params, resolve_client
 from .grid.folds import FoldTable, describe_cv, fold_table
 from .grid.loop import GridModel, train_grid
 from .kernels.stacked import EVERY_ROW, StackMetrics
@@ -275,7 +271,7 @@ chunk_rows, hold_data, storage_options, verbose
             )
         engine = self._make_engine(data, folds.codes)
         try:
-            _check_streamed_minibatches(engine, config)
+            check_streamed_minibatches(engine, config)
             problem = GridProblem(
                 engine, data.n_classes, data.n_features, folds.roles, class_weight
             )
@@ -314,7 +310,7 @@ chunk_rows, hold_data, storage_options, verbose
         and splitters split; one pass over the labels of lazy data."""
         labels = data.labels
         if data.is_lazy:
-            client = _resolve_client(self.client, needs_cluster=True)
+            client = resolve_client(self.client, needs_cluster=True)
             labels = client.compute(labels.argmax(axis=1) if labels.ndim == 2 else labels)
             labels = labels.result()
         labels = np.asarray(labels)
@@ -464,7 +460,7 @@ chunk_rows, hold_data, storage_options, verbose
             getattr(self, "_cv_description", ""), self.scores_, self.n_iter_,
         )  # fmt: skip
         fitted = FittedModel(
-            params=_json_params(self._sklearn_params()),
+            params=json_params(self._sklearn_params()),
             classes=self.classes_,
             coef=self.coef_,
             intercept=self.intercept_,

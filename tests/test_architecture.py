@@ -91,12 +91,14 @@ def test_nothing_in_the_core_imports_the_faces(component):
 
 def test_the_modules_workers_run_import_no_heavy_library():
     # Each worker process imports these; scikit-learn, pandas, pyarrow and matplotlib would add
-    # ~130 MB to every worker's memory, which counts against its limit.
+    # ~130 MB to every worker's memory, which counts against its limit, and ml_dtypes (bfloat16
+    # only) most of a second to every worker's first evaluation.
     code = (
         "import sys\n"
         "import dsoftmax.engine.blocks, dsoftmax.engine.actor, dsoftmax.data.write\n"
         "import dsoftmax.data.synth, dsoftmax.data.store, dsoftmax.data.values\n"
-        "heavy = {'sklearn', 'pandas', 'pyarrow', 'matplotlib'}\n"
+        "import dsoftmax.prediction, dsoftmax.engine.sources\n"
+        "heavy = {'sklearn', 'pandas', 'pyarrow', 'matplotlib', 'ml_dtypes'}\n"
         "print(sorted(heavy & {name.split('.')[0] for name in sys.modules}))\n"
     )
     completed = subprocess.run(

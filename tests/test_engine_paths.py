@@ -96,6 +96,7 @@ def test_every_evaluation_path_gives_the_local_engines_bits(client, problem, sto
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
 def test_evaluations_after_a_worker_is_lost_keep_their_bits(problem, store):
     X, y, weights, params = problem
     expected = _evaluations(LocalEngine(X, y, weights, chunk_rows=CHUNK_ROWS), params, None)
@@ -167,15 +168,15 @@ def test_streamed_minibatches_need_a_shuffle_window(store):
 
 
 def test_a_shuffle_window_wider_than_the_streamed_blocks_held_is_refused(store):
-    from dsoftmax.estimator import _check_streamed_minibatches
+    from dsoftmax.fitting import check_streamed_minibatches
     from dsoftmax.training import TrainConfig
 
     dataset = open_dataset(store)
     engine = DaskEngine(None, dataset.X, dataset.y, hold="stream")
     engine.window = 4  # as on workers with little memory: 4 blocks of 150 rows held at most
     narrow = TrainConfig(solver="sgd", shuffle_window=150)
-    _check_streamed_minibatches(engine, narrow)  # 2 windows of up to 2 blocks each
+    check_streamed_minibatches(engine, narrow)  # 2 windows of up to 2 blocks each
     wide = TrainConfig(solver="sgd", shuffle_window=600)
     with pytest.raises(ValueError, match=r"shuffle_window=600 rows spans up to 8 blocks"):
-        _check_streamed_minibatches(engine, wide)
-    _check_streamed_minibatches(engine, TrainConfig(solver="lbfgs"))  # full passes stream
+        check_streamed_minibatches(engine, wide)
+    check_streamed_minibatches(engine, TrainConfig(solver="lbfgs"))  # full passes stream

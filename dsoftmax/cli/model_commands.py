@@ -219,7 +219,7 @@ def _not_converged(solver: str, max_iter: int) -> str:
 def _training_client(dataset: Any, args: argparse.Namespace, cluster: CommandCluster) -> Any:
     """The named scheduler's client; without one, None (the fit runs in this process, on its
     threads) when the data fits this machine's memory, else a local cluster's."""
-    from ..estimator import fits_this_process
+    from ..fitting import fits_this_process
 
     if cluster.named:
         return cluster.client()

@@ -30,14 +30,15 @@ from . import fused, wide
 FUSED_MAX_WEIGHTS = 64 * 1024
 
 
+#: The storage dtypes NumPy has itself; bfloat16 comes from ``ml_dtypes`` when it is installed.
+NATIVE_STORAGE_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16))
+
+
 def storage_dtypes() -> tuple[np.dtype, ...]:
     """The dtypes X may have: float64, float32, float16, and bfloat16 when ``ml_dtypes`` is
     installed."""
-    dtypes = [np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16)]
     bfloat16 = _bfloat16()
-    if bfloat16 is not None:
-        dtypes.append(bfloat16)
-    return tuple(dtypes)
+    return NATIVE_STORAGE_DTYPES if bfloat16 is None else (*NATIVE_STORAGE_DTYPES, bfloat16)
 
 
 def _bfloat16() -> np.dtype | None:
@@ -48,11 +49,20 @@ def _bfloat16() -> np.dtype | None:
     return np.dtype(ml_dtypes.bfloat16)
 
 
+def is_storage_dtype(dtype: np.dtype) -> bool:
+    """Whether the kernel reads X stored as ``dtype``. Only a dtype named bfloat16 imports
+    ``ml_dtypes`` (an import of most of a second), so float32 data never pays for it."""
+    dtype = np.dtype(dtype)
+    if dtype in NATIVE_STORAGE_DTYPES:
+        return True
+    return dtype.name == "bfloat16" and dtype == _bfloat16()
+
+
 def compute_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype the products run in for X stored as ``dtype``: float64 stays float64, every
     narrower float computes in float32."""
     dtype = np.dtype(dtype)
-    if dtype not in storage_dtypes():
+    if not is_storage_dtype(dtype):
         names = ", ".join(str(d) for d in storage_dtypes())
         raise TypeError(
             f"X has dtype {dtype}; the block kernel reads {names}. Cast the data to float32."
