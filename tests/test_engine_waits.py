@@ -44,3 +44,23 @@ def test_replies_awaited_past_the_probe_interval_match_and_leave_no_reference_cy
     assert sums.loss_sum == expected.loss_sum and sums.weight_sum == expected.weight_sum
     np.testing.assert_array_equal(sums.grad_coef_sum, expected.grad_coef_sum)
     assert left_behind == 0
+
+
+def test_an_evaluation_leaves_no_reply_in_a_reference_cycle(client):
+    # A wide model's replies are megabytes each: left to the collector's next full pass, the
+    # steps of a fit pile them up in the client's memory.
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(600, 8)), rng.integers(0, 5, 600)
+    params = Params(rng.normal(size=(5, 8)), rng.normal(size=5))
+    X_dask, y_dask = da.from_array(X, chunks=(100, -1)), da.from_array(y, chunks=100)
+    with DaskEngine(client, X_dask, y_dask) as engine:
+        engine.sums(params)  # the load, and the servers started
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(3):
+                engine.sums(params)
+            left_behind = gc.collect()
+        finally:
+            gc.enable()
+    assert left_behind == 0
