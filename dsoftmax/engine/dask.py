@@ -349,12 +349,19 @@ class DaskEngine(Evaluations):
         }
         replies = {worker: self._reply(*call) for worker, call in calls.items()}
         self.n_round_trips += 1
+        # Each reply is as large as the model times the subtrees it carries: hold its bytes
+        # only until it is decoded. The calls keep their results, and the waits' reference
+        # cycles keep them too, until both go.
+        del calls
+        gc.collect(1)
         known: dict[Node, Any] = {}
-        for worker, reply in replies.items():
+        for worker in list(replies):
+            reply = replies.pop(worker)
             if isinstance(reply, BaseException) or reply is None:
                 self._server_did_not_answer(worker, reply)
                 return None
             known.update(decode_reply(reply, evaluation.kind))
+            del reply
         self._server_failures = 0
         return known
 
