@@ -226,10 +226,8 @@ class DaskEngine(Evaluations):
             if self.hold == "stream":
                 self._hold_blocks([index for index, _ in batch.blocks])
             known = self._evaluate_held(evaluation, batch)
-        # distributed's synchronous waits leave each reply in a reference cycle (the closure
-        # of the wait holds it): collecting the young generations frees it now, for a fraction
-        # of a millisecond, instead of at the collector's next full pass, by which the replies
-        # of a wide model's steps pile up to hundreds of megabytes.
+        # A synchronous wait leaves its reply in a reference cycle: free it now (a fraction of
+        # a millisecond), not at the next full pass, by which wide models' replies pile up.
         gc.collect(1)
         self._evaluations += 1
         logger.debug(
@@ -349,9 +347,8 @@ class DaskEngine(Evaluations):
         }
         replies = {worker: self._reply(*call) for worker, call in calls.items()}
         self.n_round_trips += 1
-        # Each reply is as large as the model times the subtrees it carries: hold its bytes
-        # only until it is decoded. The calls keep their results, and the waits' reference
-        # cycles keep them too, until both go.
+        # A reply holds a model-sized sum per subtree: keep its bytes only until it is decoded
+        # (the calls and the waits' reference cycles hold them until both go).
         del calls
         gc.collect(1)
         known: dict[Node, Any] = {}
