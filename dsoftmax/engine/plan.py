@@ -34,10 +34,11 @@ __all__ = [
 AUTO_MEMORY_SHARE = 0.5
 
 #: In stream mode, the blocks held for minibatches take at most this share of the workers'
-#: memory limits, and at most what each worker has free.
+#: memory limits, and at most what each worker has free (never fewer than
+#: :data:`MIN_WINDOW_BLOCKS`).
 STREAM_WINDOW_SHARE = 0.25
 
-#: Fewest blocks stream mode holds for minibatches on workers without memory limits.
+#: Fewest blocks stream mode holds for minibatches.
 MIN_WINDOW_BLOCKS = 8
 
 #: ``hold="auto"`` keeps this share of a worker's memory budget free for what its estimate does
@@ -250,11 +251,8 @@ def window_blocks(
     ``work_bytes`` of kernel work arrays per thread. What is left of its budget
     (``budget_fraction`` of its limit, less :data:`AUTO_MARGIN`) is its share, in blocks of the
     largest size; the window is the sum of the shares, at most :data:`STREAM_WINDOW_SHARE` of
-    the workers' limits. It may be smaller than a batch needs, even 0: holding more would push
-    the workers past Dask's pause threshold and have their nannies restart them, so minibatches
-    are refused before the fit instead (:func:`dsoftmax.fitting.check_streamed_minibatches`).
-    Without limits (or without workers known) every block may be held, and never fewer than
-    :data:`MIN_WINDOW_BLOCKS`.
+    the workers' limits and never fewer than :data:`MIN_WINDOW_BLOCKS`. Without limits (or
+    without workers known) every block may be held.
 
     Parameters
     ----------
@@ -283,4 +281,4 @@ def window_blocks(
         )
         held += max(0, budget - taken) // largest
     ceiling = int(STREAM_WINDOW_SHARE * sum(worker.limit for worker in workers)) // largest
-    return min(held, ceiling)
+    return max(MIN_WINDOW_BLOCKS, min(held, ceiling))
