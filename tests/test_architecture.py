@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dsoftmax"
 
 #: Components of the package, by module path prefix.
-PURE_CORE = ("objective", "kernels", "optim", "sampling", "validation", "defaults")
+PURE_CORE = ("objective", "metrics", "kernels", "optim", "sampling", "validation", "defaults")
 IO_AND_CLUSTER = ("dask", "distributed", "zarr", "fsspec", "s3fs", "pyarrow", "pandas")
 
 

@@ -15,11 +15,11 @@ from sklearn._loss.loss import HalfMultinomialLoss
 from sklearn.linear_model import LogisticRegression
 from sklearn.linear_model._linear_loss import LinearModelLoss
 
-from dsoftmax import objective
+from dsoftmax import metrics, objective
+from dsoftmax.metrics import block_metrics
 from dsoftmax.objective import (
     Params,
     add_sums,
-    block_metrics,
     block_sums,
     decision_function,
     empty_sums,
@@ -458,7 +458,7 @@ def test_block_metrics_add_up_over_blocks():
     left = block_metrics(params, X[:11], labels[:11], sample_weight[:11])
     right = block_metrics(params, X[11:], labels[11:], sample_weight[11:])
     whole = block_metrics(params, X, labels, sample_weight)
-    np.testing.assert_allclose(objective.add_metrics(left, right), whole, rtol=1e-12)
+    np.testing.assert_allclose(metrics.add_metrics(left, right), whole, rtol=1e-12)
 
 
 # --- documentation ------------------------------------------------------------------------

@@ -34,16 +34,12 @@ import scipy.sparse
 
 from .. import kernels
 from ..kernels import sparse as sparse_kernel
+from ..metrics import add_metrics, add_reports, block_report, report_of_logits, sum_metrics
 from ..objective import (
     Params,
-    add_metrics,
-    add_reports,
     add_sums_into,
-    block_report,
     own_sums,
-    report_of_logits,
     sum_blocks,
-    sum_metrics,
     work_array,
 )
 from .grid import GRID_KINDS
@@ -237,7 +233,7 @@ def _metrics_leaves(
 def _report_leaves(
     evaluation: Evaluation, share: Share, blocks: Iterator[Block]
 ) -> Iterator[Any]:
-    """Per block, the report of ``predict``'s logits (:func:`dsoftmax.objective.block_report`):
+    """Per block, the report of ``predict``'s logits (:func:`dsoftmax.metrics.block_report`):
     the predictions counted are exactly those ``predict`` makes."""
     for block, rows in zip(blocks, share.rows, strict=True):
         X = block.X if rows is None else block.X[rows]

@@ -3,7 +3,7 @@
 ``prepare_for(params, X)`` (or ``prepare(params, dtype)`` for dense blocks) lays the parameters
 out once per evaluation; ``block_sums``, ``rows_sums`` and ``block_metrics`` then evaluate one
 block (or its selected rows) at a time, with the meaning of :func:`dsoftmax.objective.block_sums`
-and :func:`dsoftmax.objective.block_metrics`. A block's ``X`` is a NumPy array (the dense kernel,
+and :func:`dsoftmax.metrics.block_metrics`. A block's ``X`` is a NumPy array (the dense kernel,
 :mod:`.dense`) or a scipy.sparse CSR matrix (the sparse kernel, :mod:`.sparse`): the entry points
 below pick the kernel by the type of ``X``. Pure NumPy and numba: no Dask, no I/O.
 """

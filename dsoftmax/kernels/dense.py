@@ -334,7 +334,7 @@ def block_metrics(
 ) -> BlockMetrics:
     """Weighted loss sum, weighted count of correct predictions and weight sum of a block
     (its selected ``rows`` when given, ``labels`` and ``sample_weight`` then being those of the
-    selected rows), as :func:`dsoftmax.objective.block_metrics`.
+    selected rows), as :func:`dsoftmax.metrics.block_metrics`.
 
     A prediction is the first largest logit, as ``predict`` takes it; for probability rows it
     is correct when it is the row's first largest entry.

@@ -305,7 +305,7 @@ def block_metrics(
 ) -> BlockMetrics:
     """Weighted loss sum, weighted count of correct predictions and weight sum of a CSR block
     (its selected ``rows`` when given, ``labels`` and ``sample_weight`` then being those of the
-    selected rows), as :func:`dsoftmax.objective.block_metrics`.
+    selected rows), as :func:`dsoftmax.metrics.block_metrics`.
 
     A prediction is the first largest logit, the logits being those of
     :func:`decision_function`, so the accuracy counts exactly ``predict``'s predictions.
