@@ -72,7 +72,7 @@ def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 def _whole_share(selections):
     n = len(selections)
-    return Share(list(range(n)), list(selections), n, list(range(n)), [0] * n)
+    return Share(list(range(n)), list(selections), n, [0] * n)
 
 
 def softmax_block_sums(block, params, rows, class_weight):
@@ -226,6 +226,41 @@ def test_owned_nodes_are_the_largest_whole_subtrees():
     assert owned_nodes([0, 1, 2, 3, 5], 16) == [(1, 0), (0, 5)]
     assert owned_nodes([4], 5) == [(1, 1)]  # a group of one is its own subtree
     assert owned_nodes([], 5) == []
+
+
+def test_owned_nodes_skip_the_blocks_an_evaluation_leaves_out():
+    # Blocks 0-7 on one worker, 8-15 on another; a step selects 1, 2, 6 and 9, 13.
+    present = [1, 2, 6, 9, 13]
+    assert owned_nodes([1, 2, 6], 16, present) == [(1, 0), (1, 1)]
+    assert owned_nodes([9, 13], 16, present) == [(1, 2), (1, 3)]
+    # One worker holding every selected block sends the root, as for a pass.
+    assert owned_nodes(present, 16, present) == [(2, 0)]
+    assert owned_nodes([2], 16, [2, 3]) == [(0, 2)]
+
+
+@pytest.mark.parametrize("n_parts", [1, 5, 16, 17, 70])
+def test_a_selection_of_blocks_adds_the_same_bits_however_they_are_spread(n_parts):
+    rng = np.random.default_rng(n_parts)
+    parts = [rng.normal(size=3) * 10.0 ** rng.integers(-8, 8) for _ in range(n_parts)]
+    present = sorted(rng.choice(n_parts, size=max(1, n_parts // 3), replace=False).tolist())
+    leaves = {(0, p): parts[p] for p in present}
+    expected = node_value(tree_root(n_parts), leaves, n_parts, _add_left_to_right, present)
+    # The tree of the selected blocks' own order is another order: the skipped blocks count.
+    ordered = tree_reduce([parts[p] for p in present], _add_left_to_right)
+    assert np.allclose(expected, ordered, rtol=1e-6, atol=1e-6 * np.abs(ordered).max())
+    for n_workers in (1, 2, 3):
+        owner = rng.integers(0, n_workers, len(present))
+        known = {}
+        for worker in range(n_workers):
+            mine = [p for p, o in zip(present, owner, strict=True) if o == worker]
+            nodes = owned_nodes(mine, n_parts, present)
+            folded = fold_owned(
+                iter(parts[p] for p in mine), mine, n_parts, np.copy, np.add, nodes
+            )
+            assert [node for node, _ in folded] == nodes
+            known.update(folded)
+        result = node_value(tree_root(n_parts), known, n_parts, _add_left_to_right, present)
+        assert result.tobytes() == expected.tobytes()
 
 
 def _add_left_to_right(group):
@@ -385,18 +420,18 @@ def test_block_server_messages_round_trip_without_pickle():
     from dsoftmax.objective import BlockMetrics
 
     params = Params(np.arange(6, dtype=np.float32).reshape(2, 3), None)
-    share = Share([0, 3], [None, np.array([1, 4], dtype=np.int64)], 5, [2, 7], [10, 40])
+    share = Share([2, 7], [None, np.array([1, 4], dtype=np.int64)], 9, [10, 40], [(0, 2), (1, 1)])
     evaluation = Evaluation("sums", params, np.array([1.0, 2.0]), 2)
     decoded, keys, got_share = decode_request(
         encode_request(evaluation, ["softmax-block-x-0"], share)
     )
     kind, got, weights = decoded.kind, decoded.params, decoded.class_weight
     assert (got_share.indices, got_share.row_starts, decoded.n_classes) == ([2, 7], [10, 40], 2)
-    assert (kind, keys, got_share.positions, got_share.n_parts) == (
+    assert (kind, keys, got_share.nodes, got_share.n_parts) == (
         "sums",
         ["softmax-block-x-0"],
-        [0, 3],
-        5,
+        [(0, 2), (1, 1)],
+        9,
     )
     assert got.intercept is None and got.coef.dtype == np.float32
     assert np.array_equal(got.coef, params.coef) and got_share.rows[0] is None

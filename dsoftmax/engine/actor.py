@@ -118,11 +118,11 @@ def encode_request(evaluation: Evaluation, keys: list[str], share: Share) -> byt
             _encode_array(evaluation.class_weight),
             evaluation.n_classes,
             list(keys),
-            list(share.positions),
+            list(share.indices),
             [_encode_array(rows) for rows in share.rows],
             share.n_parts,
-            list(share.indices),
             list(share.row_starts),
+            None if share.nodes is None else [list(node) for node in share.nodes],
         ],
         use_bin_type=True,
     )
@@ -136,15 +136,20 @@ def decode_request(request: bytes) -> tuple[Evaluation, list[str], Share]:
         class_weight,
         n_classes,
         keys,
-        positions,
+        indices,
         rows,
         n_parts,
-        indices,
         row_starts,
+        nodes,
     ) = msgpack.unpackb(request)
     evaluation = Evaluation(kind, _decode_params(params), _decode_array(class_weight), n_classes)
-    share = Share(positions, [_decode_array(selected) for selected in rows], n_parts,
-                  indices, row_starts)  # fmt: skip
+    share = Share(
+        indices,
+        [_decode_array(selected) for selected in rows],
+        n_parts,
+        row_starts,
+        None if nodes is None else [(level, index) for level, index in nodes],
+    )
     return evaluation, keys, share
 
 

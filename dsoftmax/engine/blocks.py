@@ -83,28 +83,29 @@ class Block(_BlockRows):
 
 
 class Share(NamedTuple):
-    """One worker's part of an evaluation, its blocks in increasing position.
+    """One worker's part of an evaluation, its blocks in increasing order.
 
     Attributes
     ----------
-    positions : list of int
-        Positions of the blocks among the evaluation's blocks (the leaves of the reduce tree),
-        increasing.
+    indices : list of int
+        The blocks' indices in the dataset, increasing: their leaves in the reduce tree.
     rows : list of (ndarray or None)
         Per block, the selected local rows (sorted int64), or None for all of them.
     n_parts : int
-        Number of blocks in the whole evaluation.
-    indices : list of int
-        Per block, its index in the dataset (for the value checks' messages).
+        Number of blocks in the dataset (leaves of the reduce tree).
     row_starts : list of int
         Per block, the dataset row number of its first row.
+    nodes : list of Node or None
+        The subtrees of the reduce this share adds up, given by the client, which knows every
+        worker's blocks (None: the largest whole subtrees of ``indices`` when every block of the
+        dataset takes part).
     """
 
-    positions: list[int]
+    indices: list[int]
     rows: list[np.ndarray | None]
     n_parts: int
-    indices: list[int]
     row_starts: list[int]
+    nodes: list[Node] | None = None
 
 
 class Evaluation(NamedTuple):
@@ -195,7 +196,7 @@ def evaluate_share(
     """
     kind = KINDS[evaluation.kind]
     leaves = kind.leaves(evaluation, share, iter(blocks))
-    return fold_owned(leaves, share.positions, share.n_parts, kind.own, kind.add)
+    return fold_owned(leaves, share.indices, share.n_parts, kind.own, kind.add, share.nodes)
 
 
 # -- the leaves of each kind ----------------------------------------------------------------

@@ -55,8 +55,8 @@ from .plan import (
     contiguous_plan,
     hold_choice,
     pick_holder,
+    plan_shares,
     resolve_hold,
-    share_of,
     window_blocks,
 )
 from .reduce import Node, node_value, tree_root
@@ -237,13 +237,12 @@ class DaskEngine(Evaluations):
             len(known),
             1e3 * (time.perf_counter() - started),
         )
-        # The tree over the block order, not the workers: the same additions whatever the
+        # The tree over the blocks, not the workers: the same additions whatever the
         # placement; workers added up the subtrees they held whole.
-        n_parts = len(batch.blocks)
-        return node_value(tree_root(n_parts), known, n_parts, KINDS[evaluation.kind].add_group)
-
-    def _plan_shares(self, plan: dict[str, list[Work]], n_parts: int) -> dict[str, Share]:
-        return {worker: share_of(work, n_parts, self._starts) for worker, work in plan.items()}
+        n_parts = len(self.chunk_rows)
+        present = [index for index, _ in batch.blocks]
+        add_group = KINDS[evaluation.kind].add_group
+        return node_value(tree_root(n_parts), known, n_parts, add_group, present)
 
     # -- blocks held in worker memory ------------------------------------------------------
 
@@ -277,7 +276,7 @@ class DaskEngine(Evaluations):
         loads = {}
         for worker, work in plan.items():
             with dask.annotate(**_placed_on(worker)):
-                for _, index, _ in work:
+                for index, _ in work:
                     # Keys unique to this engine: another client releasing the same data's keys
                     # at the same moment must not cancel ours ("lost dependencies").
                     loads[index] = assemble(
@@ -325,23 +324,23 @@ class DaskEngine(Evaluations):
     def _evaluate_held(self, evaluation: Evaluation, batch: RowBatch) -> dict[Node, Any]:
         placement = self._block_workers()
         plan: dict[str, list[Work]] = {}
-        for position, (index, rows) in enumerate(batch.blocks):
-            plan.setdefault(placement[index], []).append((position, index, rows))
+        for index, rows in batch.blocks:
+            plan.setdefault(placement[index], []).append((index, rows))
         known = None
         if evaluation.kind in SERVED_KINDS:
-            known = self._evaluate_on_servers(evaluation, plan, len(batch.blocks))
+            known = self._evaluate_on_servers(evaluation, plan)
         if known is None:
-            known = self._evaluate_with_tasks(evaluation, plan, len(batch.blocks))
+            known = self._evaluate_with_tasks(evaluation, plan)
         return known
 
     def _evaluate_on_servers(
-        self, evaluation: Evaluation, plan: dict[str, list[Work]], n_parts: int
+        self, evaluation: Evaluation, plan: dict[str, list[Work]]
     ) -> dict[Node, Any] | None:
         """One block-server call per worker; None when any worker did not answer (the caller
         then runs tasks, through which Dask moves or recomputes what is missing)."""
         if "" in plan or not self._start_servers(list(plan)):
             return None
-        shares = self._plan_shares(plan, n_parts)
+        shares = plan_shares(plan, self._starts)
         calls = {
             worker: self._call_server(worker, evaluation, share) for worker, share in shares.items()
         }
@@ -468,11 +467,11 @@ class DaskEngine(Evaluations):
             future.release()
 
     def _evaluate_with_tasks(
-        self, evaluation: Evaluation, plan: dict[str, list[Work]], n_parts: int
+        self, evaluation: Evaluation, plan: dict[str, list[Work]]
     ) -> dict[Node, Any]:
         """One task per worker over its blocks: Dask moves or recomputes what is missing."""
         evaluation = self._ship_params(evaluation)
-        shares = self._plan_shares(plan, n_parts)
+        shares = plan_shares(plan, self._starts)
         futures = [
             self.client.submit(
                 evaluate_held_share,
@@ -499,7 +498,7 @@ class DaskEngine(Evaluations):
         it goes (:func:`evaluate_streamed_share`); nothing stays in worker memory."""
         evaluation = self._ship_params(evaluation)
         plan = contiguous_plan(batch.blocks, self.chunk_rows, self._worker_addresses())
-        shares = self._plan_shares(plan, len(batch.blocks))
+        shares = plan_shares(plan, self._starts)
         futures = [
             self.client.submit(
                 evaluate_streamed_share,

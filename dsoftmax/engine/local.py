@@ -28,7 +28,7 @@ from ..defaults import DEFAULT_CHUNK_ROWS
 from ..sampling import RowBatch, block_starts, full_batch
 from .base import Evaluations, LoadProgress
 from .blocks import KINDS, Block, Evaluation, Share, assemble_block, evaluate_share
-from .plan import block_bytes, contiguous_plan, share_of
+from .plan import block_bytes, contiguous_plan, plan_shares
 from .reduce import node_value, tree_root
 
 __all__ = ["LocalEngine"]
@@ -117,21 +117,23 @@ class LocalEngine(Evaluations):
 
     def _evaluate(self, evaluation: Evaluation, batch: RowBatch | None) -> Any:
         batch = batch or full_batch(self.chunk_rows)
-        n_parts = len(batch.blocks)
+        n_parts = len(self.chunk_rows)
         shares = self._shares(batch)
         if self._pool is None or len(shares) == 1:
             pairs = [self._evaluate_share(evaluation, share) for share in shares]
         else:
             pairs = list(self._pool.map(self._evaluate_share, [evaluation] * len(shares), shares))
         known = {node: value for share_pairs in pairs for node, value in share_pairs}
-        return node_value(tree_root(n_parts), known, n_parts, KINDS[evaluation.kind].add_group)
+        present = [index for index, _ in batch.blocks]
+        add_group = KINDS[evaluation.kind].add_group
+        return node_value(tree_root(n_parts), known, n_parts, add_group, present)
 
     def _shares(self, batch: RowBatch) -> list[Share]:
         """Contiguous shares of the batch's blocks, one per thread, of about equal rows."""
-        n_parts = len(batch.blocks)
-        threads = [str(thread) for thread in range(min(self.n_threads, max(1, n_parts)))]
+        n_blocks = len(batch.blocks)
+        threads = [str(thread) for thread in range(min(self.n_threads, max(1, n_blocks)))]
         plan = contiguous_plan(batch.blocks, self.chunk_rows, threads)
-        return [share_of(work, n_parts, self._starts) for work in plan.values()]
+        return list(plan_shares(plan, self._starts).values())
 
     def _evaluate_share(self, evaluation: Evaluation, share: Share) -> list:
         return evaluate_share(evaluation, share, self._blocks(share.indices))

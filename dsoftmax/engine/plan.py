@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .blocks import Share
+from .reduce import owned_nodes
 
 __all__ = [
     "AUTO_MEMORY_SHARE",
@@ -23,8 +24,8 @@ __all__ = [
     "fits_in_process",
     "hold_choice",
     "pick_holder",
+    "plan_shares",
     "resolve_hold",
-    "share_of",
     "window_blocks",
 ]
 
@@ -56,8 +57,8 @@ KERNEL_RUNTIME_BYTES = 100 * 2**20
 #: most this share of the memory this machine has available; beyond, a local cluster streams it.
 IN_PROCESS_MEMORY_SHARE = 0.5
 
-#: One block's part of an evaluation: ``(position, block index, selected rows or None)``.
-Work = tuple[int, int, np.ndarray | None]
+#: One block's part of an evaluation: ``(block index, selected rows or None)``.
+Work = tuple[int, np.ndarray | None]
 
 
 def block_bytes(
@@ -79,19 +80,19 @@ def contiguous_plan(
     workers: Sequence[str],
 ) -> dict[str, list[Work]]:
     """Split the selected blocks, in order, into one run per worker of about equal rows, as
-    ``worker → [(position, block index, rows)]``; contiguous runs make whole subtrees of the
-    reduce, which the workers add up themselves. With no worker known, everything goes to
-    ``""`` (wherever Dask likes)."""
+    ``worker → [(block index, rows)]``; contiguous runs make whole subtrees of the reduce,
+    which the workers add up themselves. With no worker known, everything goes to ``""``
+    (wherever Dask likes)."""
     if not workers:
-        return {"": [(position, index, rows) for position, (index, rows) in enumerate(blocks)]}
+        return {"": list(blocks)}
     sizes = np.array([chunk_rows[index] for index, _ in blocks], dtype=np.float64)
     ends = np.cumsum(sizes)
     owner = np.minimum(
         (len(workers) * (ends - sizes / 2) / max(ends[-1], 1)).astype(int), len(workers) - 1
     )
     plan: dict[str, list[Work]] = {}
-    for position, ((index, rows), worker) in enumerate(zip(blocks, owner, strict=True)):
-        plan.setdefault(workers[worker], []).append((position, index, rows))
+    for (index, rows), worker in zip(blocks, owner, strict=True):
+        plan.setdefault(workers[worker], []).append((index, rows))
     return plan
 
 
@@ -103,16 +104,24 @@ def pick_holder(holders: Sequence[str], planned: str | None) -> str:
     return sorted(holders)[0] if holders else ""
 
 
-def share_of(work: Sequence[Work], n_parts: int, starts: np.ndarray) -> Share:
-    """The :class:`Share` of one worker's work, its blocks in increasing position."""
-    ordered = sorted(work, key=lambda item: item[0])
-    return Share(
-        positions=[position for position, _, _ in ordered],
-        rows=[rows for _, _, rows in ordered],
-        n_parts=n_parts,
-        indices=[index for _, index, _ in ordered],
-        row_starts=[int(starts[index]) for _, index, _ in ordered],
-    )
+def plan_shares(plan: dict[str, list[Work]], starts: np.ndarray) -> dict[str, Share]:
+    """The :class:`Share` of each worker's work in ``plan``, its blocks in increasing order,
+    with the subtrees of the reduce over the dataset's ``len(starts) - 1`` blocks that it holds
+    whole among the blocks of every share."""
+    n_parts = len(starts) - 1
+    present = sorted(index for work in plan.values() for index, _ in work)
+    shares = {}
+    for worker, work in plan.items():
+        ordered = sorted(work, key=lambda item: item[0])
+        indices = [index for index, _ in ordered]
+        shares[worker] = Share(
+            indices=indices,
+            rows=[rows for _, rows in ordered],
+            n_parts=n_parts,
+            row_starts=[int(starts[index]) for index in indices],
+            nodes=owned_nodes(indices, n_parts, present),
+        )
+    return shares
 
 
 def resolve_hold(hold: str, data_bytes: int, memory_limit: int | None, persisted: bool) -> str:
@@ -218,7 +227,7 @@ def hold_choice(
     worst = None
     for address in addresses:
         worker = by_address[address]
-        held = sum(block_sizes[index] for _, index, _ in plan.get(address, []))
+        held = sum(block_sizes[index] for index, _ in plan.get(address, []))
         transient = LOAD_BLOCKS_IN_FLIGHT * largest + worker.threads * work_bytes
         need = worker.rss + KERNEL_RUNTIME_BYTES + held + transient
         budget = int(budget_fraction * (1 - AUTO_MARGIN) * worker.limit)
