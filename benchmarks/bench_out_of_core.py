@@ -7,7 +7,8 @@ a store whose uncompressed size is at least twice the cluster's total limit:
   pass) against one read of the store with Dask on the same cluster (``X.sum()`` and ``y.sum()``),
   rounds taking turns;
 * what ``hold="auto"`` resolves to;
-* ``SoftmaxRegression(solver="sgd", max_iter=1, hold_data="stream")`` (one epoch) and
+* ``SoftmaxRegression(solver="sgd", max_iter=1, hold_data="stream")`` (one epoch, or its
+  refusal before the fit when the workers have no room for a batch's blocks) and
   ``SoftmaxRegression(solver="lbfgs", max_iter=3, hold_data="auto")``, fitted on the dataset;
 * each worker's peak resident memory (sampled every 20 ms from this process, and the worker's
   own peak, VmHWM), and whether any worker was restarted (address and process id unchanged).
@@ -394,9 +395,9 @@ def run(config: OutOfCoreConfig, workdir: Path) -> Section:
             with DaskEngine(client, dataset.X, dataset.y, hold="auto") as engine:
                 auto_hold = engine.hold
         peaks["read and streamed passes"] = sampler.peak
-        fits = {}
-        # A batch straddles two windows of 3 chunks and a partial one each: 8 blocks, what
-        # workers of this limit hold for minibatches.
+        fits: dict[str, tuple[float, float] | str] = {}
+        # A batch straddles two windows of 3 chunks and a partial one each: 8 blocks. Workers
+        # with no room for them refuse the fit before it starts (its message is reported).
         estimators = {
             "sgd": SoftmaxRegression(
                 solver="sgd", max_iter=1, batch_size=config.sgd_batch_size, learning_rate=0.1,
@@ -411,8 +412,12 @@ def run(config: OutOfCoreConfig, workdir: Path) -> Section:
             with MemorySampler(workers_before) as sampler, warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter is small on purpose
                 started = time.perf_counter()
-                estimator.fit(dataset)
-                fits[name] = (time.perf_counter() - started, estimator.loss_curve_[-1])
+                try:
+                    estimator.fit(dataset)
+                except ValueError as refused:
+                    fits[name] = str(refused)
+                else:
+                    fits[name] = (time.perf_counter() - started, estimator.loss_curve_[-1])
             peaks[f"{name} fit"] = sampler.peak
         codec_text = _codec_table(config, workdir, client)
         workers_after = worker_processes(client)
@@ -426,6 +431,21 @@ def run(config: OutOfCoreConfig, workdir: Path) -> Section:
     )  # fmt: skip
 
 
+def _fit_row(
+    config: OutOfCoreConfig, name: str, fit: tuple[float, float] | str, read_seconds: float
+) -> list[str]:
+    """The pass table's row of one fit, or of its refusal before any work."""
+    what = f"SoftmaxRegression({name}) fit: " + (
+        "1 epoch, hold_data='stream'" if name == "sgd"
+        else f"{config.lbfgs_max_iter} iterations, hold_data='auto'"
+    )  # fmt: skip
+    if isinstance(fit, str):
+        return [f"{what}: refused before the fit ({fit.split(';')[0]})", "", "", "", ""]
+    seconds, loss = fit
+    ratio = f"{seconds / read_seconds:.1f}"
+    return [f"{what}, final loss {loss:.4f}", f"{seconds:.3f}", "", "", ratio]
+
+
 def _section(
     config: OutOfCoreConfig,
     dataset: Any,
@@ -433,7 +453,7 @@ def _section(
     make_seconds: float,
     timings: dict[str, Timing],
     auto_hold: str,
-    fits: dict[str, tuple[float, float]],
+    fits: dict[str, tuple[float, float] | str],
     peaks: dict[str, dict[str, int]],
     lifetime_peaks: dict[str, int],
     restarted: list[str],
@@ -450,13 +470,7 @@ def _section(
             ["read the store once with Dask (X.sum(), y.sum())", *read.cells(), "1.00"],
             ['full pass, DaskEngine(hold="stream")', *streamed.cells(), f"{ratio:.2f}"],
         ]
-        + [
-            [f"SoftmaxRegression({name}) fit: "
-             + ("1 epoch, hold_data='stream'" if name == "sgd"
-                else f"{config.lbfgs_max_iter} iterations, hold_data='auto'")
-             + f", final loss {loss:.4f}", f"{seconds:.3f}", "", "", f"{seconds / read.median:.1f}"]
-            for name, (seconds, loss) in fits.items()
-        ],
+        + [_fit_row(config, name, fit, read.median) for name, fit in fits.items()],
     )  # fmt: skip
     workers = sorted({address for phase in peaks.values() for address in phase})
     peak_rows = [

@@ -58,6 +58,17 @@ def check_streamed_minibatches(engine: Any, config: TrainConfig) -> None:
     widest = max(engine.chunk_rows)
     # A batch straddles at most two windows, each over its own blocks and a partial one.
     touched = min(2 * (-(-config.shuffle_window // widest) + 1), len(engine.chunk_rows))
+    fewest = min(4, len(engine.chunk_rows))  # what a window of at most one block's rows needs
+    if fewest > engine.window:
+        block = dask.utils.format_bytes(max(engine.block_bytes))
+        raise ValueError(
+            f"minibatches on streamed data hold the blocks a batch touches (up to {fewest} "
+            f"blocks of {widest} rows, {block} each, even with the smallest shuffle_window), but "
+            f"beside what they hold already the workers have room for {engine.window} below "
+            "Dask's pause threshold; holding more would have their nannies restart them. Give "
+            "the workers more memory, write the dataset with smaller row chunks (chunk_rows), "
+            "or use solver='lbfgs', whose full passes stream with bounded memory."
+        )
     if touched > engine.window:
         raise ValueError(
             f"shuffle_window={config.shuffle_window} rows spans up to {touched} blocks of "

@@ -569,17 +569,17 @@ def test_stream_window_holds_what_fits_below_each_workers_pause_budget():
 
     mib = 2**20
     blocks = [8 * mib] * 200
-    # 2 × 1 GiB workers at 400 MiB: a budget of 0.8 × 0.85 × 1 GiB = 696 MiB each, less the
-    # kernel's runtime, 2 blocks being read and 1 MiB of work arrays: 179 MiB, 22 blocks each.
-    room = int(0.8 * 0.85 * 1024 * mib) - 400 * mib - KERNEL_RUNTIME_BYTES - 16 * mib - mib
+    # 2 × 1 GiB workers at 500 MiB: a budget of 0.8 × 1 GiB = 819 MiB each, less the kernel's
+    # runtime, 2 blocks being read and 1 MiB of work arrays: 202 MiB, 25 blocks each.
+    room = int(0.8 * 1024 * mib) - 500 * mib - KERNEL_RUNTIME_BYTES - 16 * mib - mib
     window = window_blocks(
-        blocks, _workers(rss=400 * mib, limit=1024 * mib), work_bytes=mib, budget_fraction=0.8
-    )
-    assert window == 2 * (room // (8 * mib)) == 44
-    # Busier workers hold fewer; the quarter of the limits caps idle ones; a worker with no room
-    # left still gets the fewest blocks minibatches need.
-    busier = window_blocks(
         blocks, _workers(rss=500 * mib, limit=1024 * mib), work_bytes=mib, budget_fraction=0.8
+    )
+    assert window == 2 * (room // (8 * mib)) == 50
+    # Busier workers hold fewer; the quarter of the limits caps idle ones; workers with no room
+    # left hold none (minibatches are then refused before the fit).
+    busier = window_blocks(
+        blocks, _workers(rss=600 * mib, limit=1024 * mib), work_bytes=mib, budget_fraction=0.8
     )
     assert MIN_WINDOW_BLOCKS < busier < window
     idle = window_blocks(
@@ -589,7 +589,7 @@ def test_stream_window_holds_what_fits_below_each_workers_pause_budget():
     full = window_blocks(
         blocks, _workers(rss=400 * mib, limit=512 * mib), work_bytes=mib, budget_fraction=0.8
     )
-    assert full == MIN_WINDOW_BLOCKS
+    assert full == 0
     # Without limits every block may be held.
     unlimited = window_blocks(blocks, _workers(rss=0, limit=0), work_bytes=0, budget_fraction=0.8)
     assert unlimited == len(blocks)

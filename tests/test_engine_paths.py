@@ -180,3 +180,22 @@ def test_a_shuffle_window_wider_than_the_streamed_blocks_held_is_refused(store):
     with pytest.raises(ValueError, match=r"shuffle_window=600 rows spans up to 8 blocks"):
         check_streamed_minibatches(engine, wide)
     check_streamed_minibatches(engine, TrainConfig(solver="lbfgs"))  # full passes stream
+
+
+def test_workers_without_room_for_a_batchs_blocks_refuse_minibatches_before_the_fit(store):
+    from dsoftmax.engine.plan import WorkerMemory, window_blocks
+    from dsoftmax.fitting import check_streamed_minibatches
+    from dsoftmax.training import TrainConfig
+
+    dataset = open_dataset(store)
+    engine = DaskEngine(None, dataset.X, dataset.y, hold="stream")
+    # Workers whose own memory already reaches their pause budget hold no block at all.
+    crowded = [WorkerMemory(f"tcp://127.0.0.1:{port}", 512 * 2**20, 400 * 2**20) for port in (1, 2)]
+    engine.window = window_blocks(
+        engine.block_bytes, crowded, work_bytes=0, budget_fraction=0.8
+    )
+    assert engine.window == 0
+    smallest = TrainConfig(solver="sgd", shuffle_window=1)
+    with pytest.raises(ValueError, match=r"room for 0 below Dask's pause threshold.*more memory"):
+        check_streamed_minibatches(engine, smallest)
+    check_streamed_minibatches(engine, TrainConfig(solver="lbfgs"))  # full passes stream

@@ -35,11 +35,10 @@ __all__ = [
 AUTO_MEMORY_SHARE = 0.5
 
 #: In stream mode, the blocks held for minibatches take at most this share of the workers'
-#: memory limits, and at most what each worker has free (never fewer than
-#: :data:`MIN_WINDOW_BLOCKS`).
+#: memory limits, and at most what each worker has free.
 STREAM_WINDOW_SHARE = 0.25
 
-#: Fewest blocks stream mode holds for minibatches.
+#: Fewest blocks stream mode holds for minibatches on workers without memory limits.
 MIN_WINDOW_BLOCKS = 8
 
 #: ``hold="auto"`` keeps this share of a worker's memory budget free for what its estimate does
@@ -258,10 +257,14 @@ def window_blocks(
     Each worker holds its share of the window beside what it already holds: its resident memory
     now, :data:`KERNEL_RUNTIME_BYTES`, :data:`LOAD_BLOCKS_IN_FLIGHT` blocks being read and
     ``work_bytes`` of kernel work arrays per thread. What is left of its budget
-    (``budget_fraction`` of its limit, less :data:`AUTO_MARGIN`) is its share, in blocks of the
-    largest size; the window is the sum of the shares, at most :data:`STREAM_WINDOW_SHARE` of
-    the workers' limits and never fewer than :data:`MIN_WINDOW_BLOCKS`. Without limits (or
-    without workers known) every block may be held.
+    (``budget_fraction`` of its limit: Dask's pause threshold, with no further margin since the
+    nanny restarts a worker only at a higher share) is its share, in blocks of the largest
+    size; the window is the sum of the shares, at most :data:`STREAM_WINDOW_SHARE` of the
+    workers' limits. It may be smaller than a batch needs, even 0: holding more would push the
+    workers past Dask's pause threshold and have their nannies restart them, so minibatches are
+    refused before the fit instead (:func:`dsoftmax.fitting.check_streamed_minibatches`).
+    Without limits (or without workers known) every block may be held, and never fewer than
+    :data:`MIN_WINDOW_BLOCKS`.
 
     Parameters
     ----------
@@ -281,7 +284,7 @@ def window_blocks(
     largest = max(1, max(block_sizes))
     held = 0
     for worker in workers:
-        budget = int(budget_fraction * (1 - AUTO_MARGIN) * worker.limit)
+        budget = int(budget_fraction * worker.limit)
         taken = (
             worker.rss
             + KERNEL_RUNTIME_BYTES
@@ -290,4 +293,4 @@ def window_blocks(
         )
         held += max(0, budget - taken) // largest
     ceiling = int(STREAM_WINDOW_SHARE * sum(worker.limit for worker in workers)) // largest
-    return max(MIN_WINDOW_BLOCKS, min(held, ceiling))
+    return min(held, ceiling)
