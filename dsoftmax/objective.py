@@ -585,12 +585,24 @@ def add_sums_into(total: BlockSums, part: BlockSums) -> BlockSums:
 
 
 def sum_blocks(parts: list[BlockSums]) -> BlockSums:
-    """Add a non-empty list of sums left to right (a fixed order, so results are reproducible)."""
+    """Add a non-empty list of sums left to right (a fixed order, so results are reproducible).
+
+    float64 sums are added into one copy of the first (:func:`add_sums_into`): the same bits
+    as :func:`add_sums`, without a new model-sized array per addition; the parts may be
+    read-only (views of a received message).
+    """
     if not parts:
         raise ValueError("sum_blocks needs at least one BlockSums.")
-    total = parts[0]
-    for part in parts[1:]:
-        total = add_sums(total, part)
+    total, *others = parts
+    if not others:
+        return total
+    if total.grad_coef_sum.dtype != np.float64:  # float32 + float32 rounds to float32
+        for part in others:
+            total = add_sums(total, part)
+        return total
+    total = own_sums(total)
+    for part in others:
+        total = add_sums_into(total, part)
     return total
 
 
