@@ -608,3 +608,21 @@ def test_auto_logs_its_choice_on_a_real_cluster(caplog):
         assert engine.hold == "memory" and len(lines) == 1, lines
         assert "held in worker memory" in lines[0] and "its budget is" in lines[0]
         engine.close()
+
+
+def test_parameters_travel_in_the_kernels_dtype_for_the_kinds_it_casts():
+    from dsoftmax.engine.blocks import in_kernel_dtype
+
+    params = Params(np.linspace(-1, 1, 6).reshape(2, 3), np.array([0.1, 0.2]))
+    sums = in_kernel_dtype(Evaluation("sums", params, None, 2), np.dtype(np.float32))
+    assert sums.params.coef.dtype == np.float32 and sums.params.intercept.dtype == np.float32
+    np.testing.assert_array_equal(sums.params.coef, params.coef.astype(np.float32))
+    metrics = in_kernel_dtype(Evaluation("metrics", params._replace(intercept=None), None, 2),
+                              np.dtype(np.float32))  # fmt: skip
+    assert metrics.params.coef.dtype == np.float32 and metrics.params.intercept is None
+    # predict's logits (reports) use the parameters as they are; float64 data keeps float64.
+    report = Evaluation("report", params, None, 2)
+    assert in_kernel_dtype(report, np.dtype(np.float32)) is report
+    as_is = Evaluation("sums", params, None, 2)
+    assert in_kernel_dtype(as_is, np.dtype(np.float64)) is as_is
+    assert in_kernel_dtype(as_is, None) is as_is

@@ -52,6 +52,7 @@ __all__ = [
     "Share",
     "assemble_block",
     "evaluate_share",
+    "in_kernel_dtype",
     "row_weights",
 ]
 
@@ -197,6 +198,28 @@ def evaluate_share(
     kind = KINDS[evaluation.kind]
     leaves = kind.leaves(evaluation, share, iter(blocks))
     return fold_owned(leaves, share.indices, share.n_parts, kind.own, kind.add, share.nodes)
+
+
+#: Kinds whose blocks read the parameters only through the block kernel, which casts them to
+#: its compute dtype first (:func:`dsoftmax.kernels.prepare_for`).
+KERNEL_PARAMS_KINDS = frozenset({"sums", "metrics"})
+
+
+def in_kernel_dtype(evaluation: Evaluation, compute: np.dtype | None) -> Evaluation:
+    """``evaluation`` with its parameters cast to the kernel's ``compute`` dtype, for the kinds
+    of :data:`KERNEL_PARAMS_KINDS` (None: as it is): what the kernel casts on the workers, cast
+    before sending, so that float32 data's parameters travel in half the bytes with the same
+    sums."""
+    params = evaluation.params
+    if (
+        evaluation.kind not in KERNEL_PARAMS_KINDS
+        or not isinstance(params, Params)
+        or compute is None
+        or params.coef.dtype == compute
+    ):
+        return evaluation
+    intercept = None if params.intercept is None else np.asarray(params.intercept, compute)
+    return evaluation._replace(params=Params(np.asarray(params.coef, compute), intercept))
 
 
 # -- the leaves of each kind ----------------------------------------------------------------

@@ -23,9 +23,11 @@ __all__ = [
     "contiguous_plan",
     "fits_in_process",
     "hold_choice",
+    "kernel_work_bytes",
     "pick_holder",
     "plan_shares",
     "resolve_hold",
+    "total_memory_limit",
     "window_blocks",
 ]
 
@@ -294,3 +296,19 @@ def window_blocks(
         held += max(0, budget - taken) // largest
     ceiling = int(STREAM_WINDOW_SHARE * sum(worker.limit for worker in workers)) // largest
     return min(held, ceiling)
+
+
+def total_memory_limit(workers: Sequence[WorkerMemory]) -> int | None:
+    """Sum of the workers' memory limits; None when a worker has none or none is known."""
+    limits = [worker.limit for worker in workers]
+    if not limits or 0 in limits:
+        return None
+    return sum(limits)
+
+
+def kernel_work_bytes(chunk_rows: Sequence[int], n_features: int, n_classes: int | None) -> int:
+    """The block kernel's work arrays for one block: logits and probabilities of its rows and
+    the gradient sums, in float64 (the widest compute type)."""
+    classes = max(2, n_classes or 2)
+    widest = max(chunk_rows, default=0)
+    return 8 * (2 * classes * widest + 2 * classes * (n_features + 1))
