@@ -107,8 +107,8 @@ def pick_holder(holders: Sequence[str], planned: str | None) -> str:
 
 def plan_shares(plan: dict[str, list[Work]], starts: np.ndarray) -> dict[str, Share]:
     """The :class:`Share` of each worker's work in ``plan``, its blocks in increasing order,
-    with the subtrees of the reduce over the dataset's ``len(starts) - 1`` blocks that it holds
-    whole among the blocks of every share."""
+    with the subtrees of the reduce (over the dataset's ``len(starts) - 1`` blocks) whose blocks
+    in the plan are all its own: what the worker adds up and sends."""
     n_parts = len(starts) - 1
     present = sorted(index for work in plan.values() for index, _ in work)
     shares = {}
