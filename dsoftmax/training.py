@@ -433,7 +433,7 @@ class _FlatLayout:
         parts = [np.ravel(params.coef)]
         if self.has_intercept:
             parts.append(np.ravel(params.intercept))
-        return np.concatenate(parts).astype(np.float64)
+        return np.concatenate(parts).astype(np.float64, copy=False)
 
     def unflatten(self, x: np.ndarray) -> Params:
         n_coef = int(np.prod(self.coef_shape))
