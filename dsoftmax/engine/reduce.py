@@ -71,18 +71,18 @@ def _leaf_span(node: Node, n_parts: int) -> tuple[int, int]:
     return index * REDUCE_FAN_IN**level, min((index + 1) * REDUCE_FAN_IN**level, n_parts)
 
 
-def _cumulative_counts(positions: Sequence[int] | None, n_parts: int) -> np.ndarray:
-    """``counts[i]``: how many of ``positions`` (None: every leaf) are below ``i``."""
-    if positions is None:
-        return np.arange(n_parts + 1, dtype=np.int64)
-    marks = np.zeros(n_parts + 1, dtype=np.int64)
-    marks[1:][np.asarray(positions, dtype=np.int64)] = 1
-    return np.cumsum(marks)
+def _sorted_leaves(positions: Sequence[int] | None) -> np.ndarray | None:
+    """``positions`` as a sorted array for :func:`_count` (None: every leaf)."""
+    return None if positions is None else np.sort(np.asarray(positions, dtype=np.int64))
 
 
-def _count(counts: np.ndarray, node: Node, n_parts: int) -> int:
+def _count(leaves: np.ndarray | None, node: Node, n_parts: int) -> int:
+    """How many of the sorted ``leaves`` (None: every leaf) lie under ``node``: two binary
+    searches, so that a few nodes of a tree over many blocks cost no pass over all of them."""
     low, high = _leaf_span(node, n_parts)
-    return int(counts[high] - counts[low])
+    if leaves is None:
+        return high - low
+    return int(np.searchsorted(leaves, high) - np.searchsorted(leaves, low))
 
 
 def node_value(
@@ -98,18 +98,19 @@ def node_value(
     skipped. Every node adds its children left to right, so a subtree summed on a worker has
     the same bits as the same subtree summed on the client.
     """
-    counts = _cumulative_counts(present, n_parts)
-    if not _count(counts, node, n_parts):
+    present_leaves = _sorted_leaves(present)
+    if not _count(present_leaves, node, n_parts):
         raise ValueError("nothing to reduce: the row selection is empty.")
-    return _value(node, known, n_parts, add_group, counts)
+    return _value(node, known, n_parts, add_group, present_leaves)
 
 
-def _present_children(node: Node, n_parts: int, counts: np.ndarray) -> list[Node]:
-    """The children of ``node`` with at least one part under them (``counts`` as
-    :func:`_cumulative_counts`)."""
+def _present_children(
+    node: Node, n_parts: int, present_leaves: np.ndarray | None
+) -> list[Node]:
+    """The children of ``node`` with at least one of the sorted ``present_leaves`` under them."""
     level = node[0]
     children = ((level - 1, child) for child in _children(node, n_parts))
-    return [child for child in children if _count(counts, child, n_parts)]
+    return [child for child in children if _count(present_leaves, child, n_parts)]
 
 
 def _value(
@@ -117,7 +118,7 @@ def _value(
     known: dict[Node, T],
     n_parts: int,
     add_group: Callable[[list[T]], T],
-    counts: np.ndarray,
+    present_leaves: np.ndarray | None,
 ) -> T:
     # Module-level recursion: a recursive closure is a reference cycle, which would keep every
     # value it saw until the collector's next full pass.
@@ -127,8 +128,8 @@ def _value(
         raise KeyError(f"part {node[1]} of the reduce is missing")
     return add_group(
         [
-            _value(child, known, n_parts, add_group, counts)
-            for child in _present_children(node, n_parts, counts)
+            _value(child, known, n_parts, add_group, present_leaves)
+            for child in _present_children(node, n_parts, present_leaves)
         ]
     )
 
@@ -139,8 +140,8 @@ def owned_nodes(
     """The largest nodes of the reduce tree whose parts are all among ``positions``, in order:
     what a worker holding those parts can add up itself before sending. ``present`` lists
     every leaf that holds a part, the worker's and the others' (None: all leaves)."""
-    mine = _cumulative_counts(positions, n_parts)
-    everyone = _cumulative_counts(present, n_parts)
+    mine = _sorted_leaves(positions)
+    everyone = _sorted_leaves(present)
     found: list[Node] = []
     pending = [tree_root(n_parts)]
     while pending:
@@ -189,8 +190,8 @@ def fold_owned(
         raise ValueError(f"positions must increase, got {list(positions)}")
     if nodes is None:
         nodes = owned_nodes(positions, n_parts)
-    counts = _cumulative_counts(positions, n_parts)
-    return [(node, _fold(node, True, leaves, n_parts, counts, own, add)) for node in nodes]
+    present_leaves = _sorted_leaves(positions)
+    return [(node, _fold(node, True, leaves, n_parts, present_leaves, own, add)) for node in nodes]
 
 
 def _fold(
@@ -198,7 +199,7 @@ def _fold(
     first: bool,
     leaves: Iterator[T],
     n_parts: int,
-    counts: np.ndarray,
+    present_leaves: np.ndarray | None,
     own: Callable[[T], T],
     add: Callable[[T, T], T],
 ) -> T:
@@ -206,8 +207,8 @@ def _fold(
     if node[0] == 0:
         part = next(leaves)
         return own(part) if first else part
-    first_child, *others = _present_children(node, n_parts, counts)
-    total = _fold(first_child, True, leaves, n_parts, counts, own, add)
+    first_child, *others = _present_children(node, n_parts, present_leaves)
+    total = _fold(first_child, True, leaves, n_parts, present_leaves, own, add)
     for child in others:
-        total = add(total, _fold(child, False, leaves, n_parts, counts, own, add))
+        total = add(total, _fold(child, False, leaves, n_parts, present_leaves, own, add))
     return total
