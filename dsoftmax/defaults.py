@@ -11,6 +11,7 @@ __all__ = [
     "CODECS",
     "CONVERT_FORMATS",
     "DEFAULT_CHUNK_ROWS",
+    "DEFAULT_GRID_MEMORY",
     "DEFAULT_READ_RETRIES",
     "FEATURE_DTYPES",
     "HOLD_CHOICES",
@@ -22,6 +23,9 @@ __all__ = [
 
 #: Rows per Zarr chunk, the unit of work of every evaluation (and per block of NumPy input).
 DEFAULT_CHUNK_ROWS = 65536
+
+#: The client's memory for the L-BFGS optimizers of a grid's models that train at once.
+DEFAULT_GRID_MEMORY = "2GiB"
 
 #: Attempts at reading one chunk before a read error is reported.
 DEFAULT_READ_RETRIES = 3

@@ -20,12 +20,12 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from .data.inputs import PreparedData, prepare_data
-from .defaults import DEFAULT_CHUNK_ROWS, L2_GRID_RANGE
+from .defaults import DEFAULT_CHUNK_ROWS, DEFAULT_GRID_MEMORY, L2_GRID_RANGE
 from .engine.grid_problem import GridProblem
 from .estimator import SoftmaxRegression
-from .fitting import check_streamed_minibatches, json_params, resolve_client
+from .fitting import check_memory_size, check_streamed_minibatches, json_params, resolve_client
 from .grid.folds import FoldTable, describe_cv, fold_table
-from .grid.loop import GridModel, train_grid
+from .grid.loop import GridModel, lbfgs_models_within, train_grid
 from .kernels.stacked import EVERY_ROW, StackMetrics
 from .objective import Params
 from .persist import FittedModel, ModelFileError, save_fitted_model
@@ -125,6 +125,14 @@ chunk_rows, hold_data, storage_options, verbose
         Passes over the data (L-BFGS) or minibatch steps between checkpoints; None: every 10
         passes, or at the end of every epoch.
     keep_checkpoints : int, default=3
+    grid_memory : int or str, default="2GiB"
+        L-BFGS: the client's memory for the optimizers of the models that train at once, in
+        bytes or as a size such as ``"8GB"``. Each model's optimizer holds ``2 · 10 + 7``
+        float64 copies of its weights (its ``(s, y)`` memory, iterate, gradient, trial point,
+        direction, stacked weights and sums), so a grid of large models trains as many at once
+        as this allows and starts the next one whenever one stops: passes grow, memory does not.
+        The models and their results are the same; a resumed fit keeps the number it started
+        with.
 
     Attributes
     ----------
@@ -187,6 +195,7 @@ chunk_rows, hold_data, storage_options, verbose
         checkpoint_dir: str | None = None,
         checkpoint_every: int | None = None,
         keep_checkpoints: int = 3,
+        grid_memory: int | str = DEFAULT_GRID_MEMORY,
         storage_options: dict | None = None,
         verbose: int = 0,
     ) -> None:
@@ -215,6 +224,7 @@ chunk_rows, hold_data, storage_options, verbose
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.keep_checkpoints = keep_checkpoints
+        self.grid_memory = grid_memory
         self.storage_options = storage_options
         self.verbose = verbose
 
@@ -246,6 +256,7 @@ chunk_rows, hold_data, storage_options, verbose
         self
         """
         check_search_hyper_parameters(self.get_params(deep=False))
+        check_memory_size("grid_memory", self.grid_memory)
         from .persist.grid_checkpoint import GridCheckpointing
 
         config = self._grid_config()
@@ -331,11 +342,13 @@ chunk_rows, hold_data, storage_options, verbose
         if found is None or found.scores is None:
             hook = None if checkpoints is None else checkpoints.hook("grid")
             starts = [self._zeros(data) for _ in models]
+            max_running = self._max_running(data, config, len(models))
             results = train_grid(
                 problem, models, starts, config, float32_data=float32,
                 resume=None if found is None else found.grid, checkpoint=hook,
+                max_running=max_running,
             )  # fmt: skip
-            metrics = problem.held_out([result.params for result in results], models)
+            metrics = _held_out(problem, results, models, max_running or len(models))
             scores = held_out_scores(metrics, self.scoring).reshape(self._grid_shape(models))
             if checkpoints is not None:
                 checkpoints.grid_done(results, scores)
@@ -354,6 +367,24 @@ chunk_rows, hold_data, storage_options, verbose
                 checkpoint=hook,
             )  # fmt: skip
         return results, scores, refit, best
+
+    def _max_running(self, data: PreparedData, config: TrainConfig, n_models: int) -> int | None:
+        """The most L-BFGS models that train at once within ``grid_memory`` (None: every one)."""
+        if config.solver != "lbfgs":
+            return None
+        from dask.utils import format_bytes
+
+        n_params = data.n_classes * (data.n_features + int(self.fit_intercept))
+        budget = check_memory_size("grid_memory", self.grid_memory)
+        cap = lbfgs_models_within(budget, n_params)
+        if cap >= n_models:
+            return None
+        logger.info(
+            "dsoftmax: %d models of %d weights each; %d train at once within grid_memory=%s, the "
+            "next one starting whenever one stops",
+            n_models, n_params, cap, format_bytes(budget),
+        )  # fmt: skip
+        return cap
 
     def _zeros(self, data: PreparedData) -> Params:
         return self._initial_params(data, warm=False)
@@ -529,6 +560,21 @@ chunk_rows, hold_data, storage_options, verbose
             params["learning_rate"] = self.learning_rate_
         return params
 
+
+
+def _held_out(
+    problem: GridProblem, results: list[TrainResult], models: list[GridModel], group: int
+) -> StackMetrics:
+    """Every model's held-out metrics, ``group`` models per pass (the stack a pass sends the
+    workers stays as large as the training's)."""
+    parts = [
+        problem.held_out(
+            [result.params for result in results[start : start + group]],
+            models[start : start + group],
+        )
+        for start in range(0, len(models), group)
+    ]
+    return StackMetrics(*(np.concatenate(values) for values in zip(*parts, strict=True)))
 
 
 def _intercept_of(params: Params, n_classes: int) -> np.ndarray:

@@ -7,12 +7,20 @@ from typing import Any
 
 import dask
 import numpy as np
+from dask.utils import parse_bytes
 
 from .engine.plan import block_bytes, fits_in_process
 from .persist import LOADABLE_HYPER_PARAMETERS
 from .training import TrainConfig
+from .validation import is_integer
 
-__all__ = ["check_streamed_minibatches", "fits_this_process", "json_params", "resolve_client"]
+__all__ = [
+    "check_memory_size",
+    "check_streamed_minibatches",
+    "fits_this_process",
+    "json_params",
+    "resolve_client",
+]
 
 
 def fits_this_process(
@@ -87,3 +95,29 @@ def json_params(params: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("class_weight"), dict):
         out["class_weight"] = None
     return out
+
+
+def check_memory_size(name: str, value: Any) -> int:
+    """``value`` in bytes: a positive whole number, or a size such as ``"2GiB"`` or ``"500 MB"``.
+
+    Raises
+    ------
+    TypeError, ValueError
+    """
+    if is_integer(value):
+        size = int(value)
+    elif isinstance(value, str):
+        try:
+            size = parse_bytes(value)
+        except ValueError:
+            raise ValueError(
+                f"{name} must be a size such as '2GiB' or '500MB', got {value!r}."
+            ) from None
+    else:
+        raise TypeError(
+            f"{name} must be a number of bytes or a size such as '2GiB', got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if size < 1:
+        raise ValueError(f"{name} must be a positive size, got {value!r}.")
+    return size

@@ -168,7 +168,7 @@ def test_every_target_has_one_benchmark_in_the_issues_order():
         assert callable(module.run) and module.FULL != module.QUICK
 
 
-def test_the_grid_section_turns_its_medians_into_the_three_verdicts():
+def test_the_grid_section_turns_its_medians_and_memory_into_the_four_verdicts():
     from types import SimpleNamespace
 
     one = SimpleNamespace(n_iter_=12, loss_curve_=[1.0] * 12)
@@ -178,13 +178,15 @@ def test_the_grid_section_turns_its_medians_into_the_three_verdicts():
                "8 λ × 3 folds": common.Timing((20.0, 18.0, 30.0))}  # fmt: skip
     fits = {"one fit": one, "10 λ, validation split": grid, "8 λ × 3 folds": grid}
     sklearn = {"seconds": {"dsoftmax": 1.0, "scikit-learn": 10.0}, "l2": (1e-4, 1e-4), "n": 10}
-    wide = {"seconds": 1.0, "client_growth": 3 * common.MIB, "worker_growth": 2 * common.MIB,
-            "worker_peak": 100 * common.MIB, "stack_bytes": 8 * common.MIB}  # fmt: skip
+    wide = {"seconds": 1.0, "client_growth": 30 * common.MIB, "worker_growth": 2 * common.MIB,
+            "worker_peak": 100 * common.MIB, "stack_bytes": 8 * common.MIB, "at_once": 9,
+            "bound": 24 * common.MIB}  # fmt: skip
     section = bench_grid._section(bench_grid.QUICK, timings, fits, sklearn, wide)
     assert section.title.startswith("9. ")
-    assert [v.value for v in section.verdicts] == [2.5, 10.0, 0.1]
-    assert [v.passed for v in section.verdicts] == [True, False, True]
+    assert [v.value for v in section.verdicts] == [2.5, 10.0, 0.1, 1.25]
+    assert [v.passed for v in section.verdicts] == [True, False, True, False]
     assert "14 max per model, refit 3" in section.body
+    assert "| models training at once (grid_memory=2GiB) | 9 |" in section.body
 
 
 def test_only_selects_benchmarks_in_canonical_order_and_refuses_unknown_names():

@@ -45,7 +45,7 @@ def test_a_grid_prints_its_table_marks_the_choice_and_saves_it(data, cluster, tm
         ("train", data, "--model", listed, "--l2", "1e-6,1e-4,1e-2", "--cv", 3, "--seed", 0,
          *scheduler),
         ("train", data, "--model", counted, "--l2-grid", 4, "--cv", "validation",
-         "--scoring", "accuracy", "-v", *scheduler),
+         "--scoring", "accuracy", "--grid-memory", "2kB", "-v", *scheduler),
     )  # fmt: skip
     assert_clean_success(results[0])
     rows = _table(results[0].stdout)
@@ -84,6 +84,7 @@ def test_a_grid_prints_its_table_marks_the_choice_and_saves_it(data, cluster, tm
         (("--l2", "1e-3,-1"), "--l2"),
         (("--cv", 1), "--cv: must be at least 2 folds"),
         (("--cv", "many"), "--cv: must be a number of folds"),
+        (("--cv", 3, "--grid-memory", "lots"), "--grid-memory must be a size such as '2GiB'"),
     ],
 )
 def test_bad_grid_options_are_one_line_usage_errors(data, tmp_path, options, message):

@@ -3,6 +3,8 @@ held-out scores and the choice, resume, workers, sgd/adam grids, model files and
 
 from __future__ import annotations
 
+import json
+import logging
 import warnings
 
 import numpy as np
@@ -19,6 +21,7 @@ from test_checkpoint import _log_hook
 
 from dsoftmax import SoftmaxRegression, SoftmaxRegressionCV
 from dsoftmax.estimator_cv import l2_grid
+from dsoftmax.persist import CheckpointError
 from dsoftmax.persist.grid_checkpoint import GridCheckpointManager
 
 # Tight enough that both solvers reach the optimum to ~1e-9 of the objective.
@@ -131,11 +134,14 @@ def test_the_grid_is_bit_identical_on_one_two_and_three_workers():
         assert remote.loss_curve_ == local.loss_curve_
 
 
-@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
-def test_resume_of_an_interrupted_grid_is_bit_identical(tmp_path, solver):
+@pytest.mark.parametrize(
+    ("solver", "grid_memory"), [("lbfgs", "2GiB"), ("sgd", "2GiB"), ("lbfgs", 3000)],
+    ids=["lbfgs", "sgd", "lbfgs-one-model-at-a-time"],
+)  # fmt: skip
+def test_resume_of_an_interrupted_grid_is_bit_identical(tmp_path, solver, grid_memory):
     X, y = _standardized(load_wine)
     params = {"l2s": [1e-3, 1e-2, 1e-1], "cv": 3, "random_state": 0, "solver": solver,
-              "checkpoint_every": 3}  # fmt: skip
+              "checkpoint_every": 3, "grid_memory": grid_memory}  # fmt: skip
     if solver == "sgd":
         params.update(learning_rates=[0.05, 0.2], batch_size=16, max_iter=6)
     reference = _quiet_fit(SoftmaxRegressionCV(**params), X, y)
@@ -215,6 +221,9 @@ def test_no_refit_keeps_the_mean_of_the_splits_models():
         ({"cv": "folds"}, ValueError, "cv must be an int >= 2"),
         ({"scoring": "roc_auc"}, ValueError, "scoring"),
         ({"learning_rates": [0.1]}, ValueError, "learning_rates is a grid of sgd/adam"),
+        ({"grid_memory": "lots"}, ValueError, "grid_memory must be a size such as"),
+        ({"grid_memory": 0}, ValueError, "grid_memory must be a positive size"),
+        ({"grid_memory": 1.5e9}, TypeError, "grid_memory must be a number of bytes"),
     ],
 )
 def test_bad_grid_settings_are_named_before_any_work(params, error, message):
@@ -256,3 +265,61 @@ def test_a_half_precision_store_scores_as_its_rounded_rows_in_float32(tmp_path):
     rounded = SoftmaxRegressionCV(**params).fit(X.astype(np.float16).astype(np.float32), y)
     np.testing.assert_allclose(half.scores_, rounded.scores_, rtol=0, atol=1e-6)
     assert half.l2_ == rounded.l2_
+
+
+def _grid_passes(records) -> list[int]:
+    """The models evaluated by each grid pass, from the INFO log."""
+    return [
+        record.args[1]
+        for record in records
+        if record.getMessage().startswith("dsoftmax: grid pass")
+    ]
+
+
+def test_a_grid_within_grid_memory_trains_a_few_models_at_once_with_the_same_results(caplog):
+    X, y = _standardized(load_wine)
+    params = {"l2s": [1e-3, 1e-2, 1e-1], "cv": 3, "random_state": 0}
+    with caplog.at_level(logging.INFO, logger="dsoftmax"):
+        whole = SoftmaxRegressionCV(**params).fit(X, y)
+    passes_whole = _grid_passes(caplog.records)
+    caplog.clear()
+    per_model = (2 * 10 + 7) * 3 * (13 + 1) * 8  # lbfgs_models_within's count for 3 × 13 + 3
+    with caplog.at_level(logging.INFO, logger="dsoftmax"):
+        capped = SoftmaxRegressionCV(grid_memory=2 * per_model + 1, **params).fit(X, y)
+    passes_capped = _grid_passes(caplog.records)
+    assert max(passes_whole) == 9 and max(passes_capped) == 2
+    assert len(passes_capped) > len(passes_whole)
+    assert "2 train at once within grid_memory" in caplog.text
+    np.testing.assert_array_equal(capped.coefs_paths_, whole.coefs_paths_)
+    np.testing.assert_array_equal(capped.n_iter_, whole.n_iter_)
+    np.testing.assert_array_equal(capped.scores_, whole.scores_)
+    np.testing.assert_array_equal(capped.coef_, whole.coef_)
+
+
+def test_grid_checkpoints_hold_running_models_whole_and_refuse_bad_fields(tmp_path):
+    X, y = _standardized(load_wine)
+    checkpoints = tmp_path / "ckpt"
+    params = {"l2s": [1e-3, 1e-1], "cv": 3, "random_state": 0, "grid_memory": 3000,
+              "checkpoint_every": 2, "checkpoint_dir": str(checkpoints),
+              "keep_checkpoints": 10}  # fmt: skip
+    SoftmaxRegressionCV(**params).fit(X, y)
+    manager = GridCheckpointManager(str(checkpoints))
+    mid_grid = [step for step in manager.steps() if manager.load(step).grid is not None]
+    assert len(mid_grid) >= 2
+    run = manager.load(mid_grid[0]).grid
+    assert run.max_running == 1 and sum(state.running for state in run.lbfgs) <= 1
+    assert all(state.s.shape[0] == 0 for state in run.lbfgs if not state.running)
+    (manifest_path,) = checkpoints.glob(f"step-*{mid_grid[0]}/manifest.json")
+    not_a_count = "'max_running' in the grid run .* must be an integer or null"
+    for field, value, message in [("max_running", 0, "max_running must be >= 1"),
+                                  ("max_running", "2", not_a_count),
+                                  ("messages", [], "messages")]:  # fmt: skip
+        manifest = json.loads(manifest_path.read_text())
+        original = manifest["grid_checkpoint"]["grid"][field]
+        manifest["grid_checkpoint"]["grid"][field] = value
+        manifest_path.write_text(json.dumps(manifest))
+        with pytest.raises(CheckpointError, match=message):
+            manager.load(mid_grid[0])
+        manifest["grid_checkpoint"]["grid"][field] = original
+        manifest_path.write_text(json.dumps(manifest))
+    assert manager.load(mid_grid[0]).grid.max_running == 1

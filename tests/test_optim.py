@@ -513,3 +513,26 @@ def test_lbfgs_rejects_a_gradient_of_the_wrong_shape_or_a_non_finite_loss():
         minimize_lbfgs(lambda x: (0.0, np.zeros(3)), np.zeros(2))
     with pytest.raises(FloatingPointError, match=r"not finite at evaluation 1 \(loss=inf\)"):
         minimize_lbfgs(lambda x: (np.inf, np.zeros(2)), np.zeros(2))
+
+
+def test_a_stopped_lbfgs_state_compacts_to_its_result():
+    from dsoftmax.optim.lbfgs_steps import LbfgsOptions, lbfgs_compact, lbfgs_start, lbfgs_step
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(6, 6))
+    A = A @ A.T + 6 * np.eye(6)
+    b = rng.normal(size=6)
+    options = LbfgsOptions(max_iter=50, tol=1e-10)
+    state = lbfgs_start(np.zeros(6), options)
+    with pytest.raises(ValueError, match="still runs"):
+        lbfgs_compact(state)
+    while state.running:
+        x = state.trial
+        state = lbfgs_step(state, 0.5 * x @ A @ x - b @ x, A @ x - b, options)
+    compact = lbfgs_compact(state)
+    np.testing.assert_allclose(compact.x, np.linalg.solve(A, b), rtol=1e-8)
+    assert compact.x is state.x and compact.trial is state.x
+    assert compact.loss == state.loss and compact.status == state.status
+    assert compact.message == state.message
+    assert compact.s.shape == compact.y.shape == (0, 6) and compact.grad.size == 0
+    assert state.s.shape == (10, 6)

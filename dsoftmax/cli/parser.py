@@ -17,6 +17,7 @@ from ..defaults import (
     CODECS,
     CONVERT_FORMATS,
     DEFAULT_CHUNK_ROWS,
+    DEFAULT_GRID_MEMORY,
     DEFAULT_READ_RETRIES,
     FEATURE_DTYPES,
     HOLD_CHOICES,
@@ -181,6 +182,14 @@ def _add_search_options(train: argparse.ArgumentParser) -> None:
         choices=SCORINGS,
         default="neg_log_loss",
         help="held-out score, higher is better (default %(default)s)",
+    )
+    search.add_argument(
+        "--grid-memory",
+        default=DEFAULT_GRID_MEMORY,
+        metavar="SIZE",
+        help="L-BFGS: this process's memory for the optimizers of the models training at once; "
+        "a grid of large models trains as many as fit, the next starting when one stops "
+        "(default %(default)s)",
     )
     search.add_argument(
         "--no-refit",

@@ -55,11 +55,19 @@ def _search_from(args: argparse.Namespace) -> Any:
         cv=5 if args.cv is None else args.cv,
         scoring=args.scoring,
         refit=not args.no_refit,
+        grid_memory=args.grid_memory,
         learning_rates=rates if isinstance(rates, list) else None,
         learning_rate=rates if isinstance(rates, float) else 0.01,
         **_shared_hyper_parameters(args),
     )
-    return _checked(model, check_search_hyper_parameters)
+    return _checked(model, _check_search)
+
+
+def _check_search(params: dict[str, Any]) -> None:
+    from ..fitting import check_memory_size
+
+    check_search_hyper_parameters(params)
+    check_memory_size("--grid-memory", params["grid_memory"])
 
 
 def cmd_train_search(args: argparse.Namespace, cluster: Any) -> int:

@@ -9,7 +9,10 @@ grid costs a pass per step of its slowest model, not one per model.
 * L-BFGS: each model is an :class:`~dsoftmax.optim.lbfgs_steps.LbfgsState` (scipy's L-BFGS-B
   step for step, told one evaluation at a time). A pass evaluates every running model at the
   point it asks for; a model that has stopped (converged, or at ``max_iter``) leaves the stack,
-  and passes are made only while one runs.
+  keeps only its result (:func:`~dsoftmax.optim.lbfgs_steps.lbfgs_compact`), and passes are made
+  only while one runs. With ``max_running``, at most that many models run at once: the next
+  model in order starts when one stops, so the client holds the memory of ``max_running``
+  optimizers (:func:`lbfgs_models_within`), however large the grid.
 * sgd/adam: the models step in lockstep over one seeded minibatch order of all rows (the order
   a fit of every row draws); a model takes the rows of each batch that are among its training
   rows and divides their sums by the batch's expected training weight,
@@ -35,7 +38,14 @@ import numpy as np
 
 from ..objective import Params
 from ..optim import apply_updates
-from ..optim.lbfgs_steps import LbfgsOptions, LbfgsState, lbfgs_start, lbfgs_step
+from ..optim.lbfgs_steps import (
+    LBFGS_MEMORY,
+    LbfgsOptions,
+    LbfgsState,
+    lbfgs_compact,
+    lbfgs_start,
+    lbfgs_step,
+)
 from ..sampling import EpochSampler
 from ..training import (
     LBFGS_CHECKPOINT_EVERY,
@@ -51,7 +61,14 @@ from ..training import (
 
 logger = logging.getLogger("dsoftmax")
 
-__all__ = ["GridCheckpointHook", "GridModel", "GridRun", "StackProblem", "train_grid"]
+__all__ = [
+    "GridCheckpointHook",
+    "GridModel",
+    "GridRun",
+    "StackProblem",
+    "lbfgs_models_within",
+    "train_grid",
+]
 
 
 class GridModel(NamedTuple):
@@ -100,7 +117,9 @@ class GridRun:
     """Where a grid's training stands: what a checkpoint stores and a resumed run starts from.
 
     ``passes`` counts evaluations (one pass over the data each). L-BFGS keeps one
-    :class:`~dsoftmax.optim.lbfgs_steps.LbfgsState` per model in ``lbfgs``; sgd/adam keep per
+    :class:`~dsoftmax.optim.lbfgs_steps.LbfgsState` per model started so far in ``lbfgs`` (the
+    first ``len(lbfgs)`` models, stopped ones compacted) and ``max_running``, the most models
+    that run at once (None: every model); sgd/adam keep per
     model its weights, optimizer state, early-stopping state, running flag, epochs done and the
     loss sum of the epoch under way, with the shared position ``epoch``, ``batches_done``,
     ``step`` in the minibatch order. ``loss_curves`` hold each model's loss per iteration
@@ -109,6 +128,7 @@ class GridRun:
 
     passes: int = 0
     lbfgs: list[LbfgsState] = field(default_factory=list)
+    max_running: int | None = None
     params: list[Params] = field(default_factory=list)
     optimizer_states: list[Any] = field(default_factory=list)
     stoppers: list[dict[str, float]] = field(default_factory=list)
@@ -140,9 +160,14 @@ def train_grid(
     float32_data: bool = False,
     resume: GridRun | None = None,
     checkpoint: GridCheckpointHook | None = None,
+    max_running: int | None = None,
 ) -> list[TrainResult]:
     """Fit every model of ``models`` from its start in ``starts``; the solver and every setting
     but ``l2`` (and ``learning_rate``) come from ``config``.
+
+    ``max_running`` (L-BFGS) caps the models that train at once, which bounds the optimizers'
+    memory (:func:`lbfgs_models_within`); a resumed run keeps the cap it started with, so that
+    its results are the bits of an uninterrupted one.
 
     Returns
     -------
@@ -151,8 +176,11 @@ def train_grid(
     """
     if len(models) != len(starts) or not models:
         raise ValueError(f"give one start per model: {len(models)} models, {len(starts)} starts.")
+    if max_running is not None and (not isinstance(max_running, int) or max_running < 1):
+        raise ValueError(f"max_running must be a whole number >= 1 or None, got {max_running!r}.")
     if config.solver == "lbfgs":
-        return _train_lbfgs(problem, models, starts, config, float32_data, resume, checkpoint)
+        run = resume or GridRun(loss_curves=[[] for _ in models], max_running=max_running)
+        return _train_lbfgs(problem, models, starts, config, float32_data, run, checkpoint)
     return _train_minibatch(problem, models, starts, config, resume, checkpoint)
 
 
@@ -165,19 +193,19 @@ def _train_lbfgs(
     starts: Sequence[Params],
     config: TrainConfig,
     float32_data: bool,
-    resume: GridRun | None,
+    run: GridRun,
     checkpoint: GridCheckpointHook | None,
 ) -> list[TrainResult]:
     layout = _FlatLayout(starts[0])
     # float32 products put rounding noise into the loss, as in a single fit (training.py).
     options = LbfgsOptions(config.max_iter, config.tol, 1e-7 if float32_data else 0.0)
-    run = resume or GridRun(
-        lbfgs=[lbfgs_start(layout.flatten(start), options) for start in starts],
-        loss_curves=[[] for _ in models],
-    )
     every = (checkpoint.every or LBFGS_CHECKPOINT_EVERY) if checkpoint else 0
-    with _progress(config, config.max_iter, "iter") as bar:
+    # A few models at a time: the bar counts the models done, since iterations restart with each.
+    by_model = run.max_running is not None and run.max_running < len(models)
+    total, unit = (len(models), "model") if by_model else (config.max_iter, "iter")
+    with _progress(config, total, unit) as bar:
         while True:
+            _start_models(run, starts, layout, options)
             active = [j for j, state in enumerate(run.lbfgs) if state.running]
             if not active:
                 break
@@ -186,11 +214,12 @@ def _train_lbfgs(
             )
             for j, (loss, grad) in zip(active, results, strict=True):
                 before = run.lbfgs[j].iteration
-                run.lbfgs[j] = lbfgs_step(run.lbfgs[j], loss, layout.flatten(grad), options)
-                if run.lbfgs[j].iteration > before:
-                    run.loss_curves[j].append(run.lbfgs[j].loss)
+                state = lbfgs_step(run.lbfgs[j], loss, layout.flatten(grad), options)
+                if state.iteration > before:
+                    run.loss_curves[j].append(state.loss)
+                run.lbfgs[j] = state if state.running else lbfgs_compact(state)
             run.passes += 1
-            _report_pass(bar, run, active, len(models))
+            _report_pass(bar, run, active, len(models), by_model)
             if every and run.passes % every == 0:
                 checkpoint.save(run)
     return [
@@ -206,11 +235,36 @@ def _train_lbfgs(
     ]
 
 
-def _report_pass(bar: Any, run: GridRun, active: list[int], n_models: int) -> None:
+def _start_models(
+    run: GridRun, starts: Sequence[Params], layout: _FlatLayout, options: LbfgsOptions
+) -> None:
+    """Start the next models in order while fewer than ``run.max_running`` run."""
+    cap = len(starts) if run.max_running is None else run.max_running
+    running = sum(state.running for state in run.lbfgs)
+    while running < cap and len(run.lbfgs) < len(starts):
+        run.lbfgs.append(lbfgs_start(layout.flatten(starts[len(run.lbfgs)]), options))
+        running += 1
+
+
+def lbfgs_models_within(budget_bytes: int, n_params: int, memory: int = LBFGS_MEMORY) -> int:
+    """How many L-BFGS models of ``n_params`` weights train at once within ``budget_bytes`` of
+    the client's memory (at least one).
+
+    A running model holds its ``2 · memory`` pairs and four vectors (iterate, gradient, trial
+    point, direction) in float64, and a pass adds its weights to the stack sent to the workers,
+    its gradient sums received back and its finished gradient: ``2 · memory + 7`` copies.
+    """
+    per_model = (2 * memory + 7) * n_params * 8
+    return max(1, int(budget_bytes) // per_model)
+
+
+def _report_pass(
+    bar: Any, run: GridRun, active: list[int], n_models: int, by_model: bool
+) -> None:
     iterations = max(run.lbfgs[j].iteration for j in active)
-    still = sum(state.running for state in run.lbfgs)
+    still = sum(state.running for state in run.lbfgs) + n_models - len(run.lbfgs)
     best = min(run.lbfgs[j].loss for j in active)
-    bar.update(iterations - bar.n)
+    bar.update((n_models - still if by_model else iterations) - bar.n)
     bar.set_postfix(models=f"{still}/{n_models}")
     logger.info(
         "dsoftmax: grid pass %d: %d of %d models evaluated, %d still running, lowest loss=%.9g",

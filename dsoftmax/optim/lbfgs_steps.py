@@ -49,6 +49,7 @@ __all__ = [
     "LbfgsOptions",
     "LbfgsState",
     "LineSearch",
+    "lbfgs_compact",
     "lbfgs_start",
     "lbfgs_step",
 ]
@@ -280,6 +281,33 @@ def lbfgs_step(
     if evaluation == 1:
         return _started(state, loss, grad, options)
     return _searched(state, loss, grad, options)
+
+
+def lbfgs_compact(state: LbfgsState) -> LbfgsState:
+    """A stopped state without what only a running one uses: its result (``x``, ``loss``, the
+    counters, ``status`` and ``message``) with empty gradient, trial point, direction and memory.
+
+    A grid of many large models keeps one state per model; a stopped model's memory alone is
+    ``2 · memory`` copies of its weights, which this lets go.
+
+    Parameters
+    ----------
+    state : LbfgsState
+        A stopped state (not ``state.running``).
+
+    Returns
+    -------
+    LbfgsState
+        ``trial`` is ``x``; ``grad`` and ``direction`` have shape (0,), ``s`` and ``y`` shape
+        (0, n_params), ``n_pairs`` is 0.
+    """
+    if state.running:
+        raise ValueError("only a stopped L-BFGS run can be compacted; this one still runs.")
+    empty = np.zeros(0)
+    no_pairs = np.zeros((0, state.x.size))
+    return state._replace(
+        grad=empty, trial=state.x, direction=empty, s=no_pairs, y=no_pairs, n_pairs=0, newest=0
+    )
 
 
 def _started(

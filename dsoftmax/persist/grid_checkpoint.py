@@ -6,9 +6,10 @@ A fit of :class:`dsoftmax.SoftmaxRegressionCV` goes through three phases: the gr
 locked, pruned to the newest ``keep``), numbered by passes over the data, under their own format
 name. A checkpoint holds
 
-* while the grid trains: the :class:`dsoftmax.grid.loop.GridRun` — for L-BFGS every model's
-  :class:`~dsoftmax.optim.lbfgs_steps.LbfgsState` (iterate, gradient, trial point, direction,
-  the ``(s, y)`` memory, the line search and its counters), for sgd/adam every model's weights,
+* while the grid trains: the :class:`dsoftmax.grid.loop.GridRun` — for L-BFGS the state of
+  every model started so far (:class:`~dsoftmax.optim.lbfgs_steps.LbfgsState`: iterate, line
+  search and counters, and for a model still running its gradient, trial point, direction and
+  ``(s, y)`` memory) and the most models that run at once; for sgd/adam every model's weights,
   optimizer state, early-stopping state and the position in the minibatch order;
 * once the grid is done: every model's result and the held-out scores, and then the refit's
   run.
@@ -33,7 +34,7 @@ import numpy as np
 from ..grid.loop import GridCheckpointHook, GridRun
 from ..objective import Params
 from ..optim import AdamState, SGDState
-from ..optim.lbfgs_steps import FAILED, LbfgsState, LineSearch
+from ..optim.lbfgs_steps import FAILED, RUNNING, LbfgsState, LineSearch, lbfgs_compact
 from ..training import TrainConfig, TrainResult
 from ..validation import is_integer
 from .checkpoint import CheckpointError, CheckpointManager, check_resumable
@@ -51,7 +52,8 @@ __all__ = [
 logger = logging.getLogger("dsoftmax")
 
 GRID_CHECKPOINT_FORMAT = "dsoftmax-grid-checkpoint"
-_LBFGS_ARRAYS = ("x", "grad", "trial", "direction", "s", "y")
+#: What only a running model's state holds; a stopped one is compacted to its result.
+_RUNNING_ARRAYS = ("grad", "trial", "direction", "s", "y")
 _LBFGS_COUNTERS = (
     "n_pairs", "newest", "iteration", "n_evals", "evals_since_accepted", "search_evals",
     "noisy_iterations", "status",
@@ -106,8 +108,11 @@ def _run_record(run: GridRun, prefix: str, arrays: dict[str, np.ndarray]) -> dic
     }  # fmt: skip
     if run.lbfgs:
         record["kind"] = "lbfgs"
-        for name in _LBFGS_ARRAYS:
-            arrays[f"{prefix}.{name}"] = np.stack([getattr(state, name) for state in run.lbfgs])
+        record["max_running"] = run.max_running
+        running = [state for state in run.lbfgs if state.running]
+        arrays[f"{prefix}.x"] = np.stack([state.x for state in run.lbfgs])
+        for name in _RUNNING_ARRAYS:
+            arrays[f"{prefix}.{name}"] = _stack_running(running, name, run.lbfgs[0].x.size)
         arrays[f"{prefix}.loss"] = np.array([state.loss for state in run.lbfgs])
         arrays[f"{prefix}.counters"] = np.array(
             [[getattr(state, name) for name in _LBFGS_COUNTERS] for state in run.lbfgs],
@@ -129,6 +134,13 @@ def _run_record(run: GridRun, prefix: str, arrays: dict[str, np.ndarray]) -> dic
     arrays[f"{prefix}.epoch_loss_sums"] = np.array(run.epoch_loss_sums, dtype=np.float64)
     record.update(stoppers=run.stoppers, running=run.running, epochs=run.epochs)
     return record
+
+
+def _stack_running(running: list[LbfgsState], name: str, n_params: int) -> np.ndarray:
+    """The running models' ``name`` arrays stacked (an empty stack when none runs)."""
+    if running:
+        return np.stack([getattr(state, name) for state in running])
+    return np.zeros((0, 1, n_params) if name in ("s", "y") else (0, n_params))
 
 
 def _stack_params(params: list[Params], name: str, arrays: dict[str, np.ndarray]) -> None:
@@ -284,6 +296,7 @@ def _run_of(record: Any, arrays: dict, prefix: str, shapes: _Shapes, n_models: i
     )
     if kind == "lbfgs":
         run.lbfgs = _lbfgs_states(record, arrays, prefix, shapes, n_models, where)
+        run.max_running = _max_running(record, where)
         return run
     if kind != "minibatch":
         raise ModelFileError(f"{where}: unknown kind {kind!r}.")
@@ -311,21 +324,33 @@ def _run_of(record: Any, arrays: dict, prefix: str, shapes: _Shapes, n_models: i
 def _lbfgs_states(
     record: dict, arrays: dict, prefix: str, shapes: _Shapes, n_models: int, where: str
 ) -> list[LbfgsState]:
+    """The states of the models started so far: stopped ones compacted to their result, running
+    ones whole."""
     n = shapes.n_params
-    vectors = {
-        name: shapes.array(arrays, f"{prefix}.{name}", (n_models, n))
-        for name in ("x", "grad", "trial", "direction")
-    }
+    stored = arrays.get(f"{prefix}.counters")
+    n_started = stored.shape[0] if stored is not None and stored.ndim == 2 else 0
+    if not 1 <= n_started <= n_models:
+        raise ModelFileError(f"{where}: {n_started} models started, the grid has {n_models}.")
+    counters = shapes.array(arrays, f"{prefix}.counters", (n_started, len(_LBFGS_COUNTERS)), "i")
+    running = [j for j in range(n_started) if int(counters[j, -1]) == RUNNING]
+    cap = _max_running(record, where)
+    if cap is not None and len(running) > cap:
+        raise ModelFileError(f"{where}: {len(running)} models run, at most {cap} may.")
+    x = shapes.array(arrays, f"{prefix}.x", (n_started, n))
     stored = arrays.get(f"{prefix}.s")
     memory = stored.shape[1] if stored is not None and stored.ndim == 3 else 1
-    pairs = {name: shapes.array(arrays, f"{prefix}.{name}", (n_models, memory, n))
-             for name in ("s", "y")}  # fmt: skip
-    loss = shapes.array(arrays, f"{prefix}.loss", (n_models,))
-    counters = shapes.array(arrays, f"{prefix}.counters", (n_models, len(_LBFGS_COUNTERS)), "i")
-    search = shapes.array(arrays, f"{prefix}.search", (n_models, len(LineSearch._fields)))
-    messages = _per_model(record, "messages", n_models, where)
+    pair_shape, vector_shape = (len(running), memory, n), (len(running), n)
+    parts = {
+        name: shapes.array(
+            arrays, f"{prefix}.{name}", pair_shape if name in ("s", "y") else vector_shape
+        )
+        for name in _RUNNING_ARRAYS
+    }
+    loss = shapes.array(arrays, f"{prefix}.loss", (n_started,))
+    search = shapes.array(arrays, f"{prefix}.search", (n_started, len(LineSearch._fields)))
+    messages = _per_model(record, "messages", n_started, where)
     states = []
-    for j in range(n_models):
+    for j in range(n_started):
         values = dict(zip(_LBFGS_COUNTERS, (int(v) for v in counters[j]), strict=True))
         if min(values.values()) < 0 or values["status"] > FAILED or values["n_pairs"] > memory:
             raise ModelFileError(f"{where}: model {j} has counters out of range {values}.")
@@ -333,17 +358,32 @@ def _lbfgs_states(
             raise ModelFileError(f"{where}: model {j}'s memory position is out of range.")
         fields = dict(zip(LineSearch._fields, (float(v) for v in search[j]), strict=True))
         fields["stage"], fields["bracketed"] = int(fields["stage"]), int(fields["bracketed"])
-        states.append(
-            LbfgsState(
-                **{name: vectors[name][j].copy() for name in vectors},
-                **{name: pairs[name][j].copy() for name in pairs},
-                loss=float(loss[j]),
-                search=LineSearch(**fields),
-                message=typed(messages[j], (str,), where)[:_MAX_MESSAGE],
-                **values,
-            )
+        state = LbfgsState(
+            x=x[j].copy(),
+            **_running_part(parts, running, j, x[j], n),
+            loss=float(loss[j]),
+            search=LineSearch(**fields),
+            message=typed(messages[j], (str,), where)[:_MAX_MESSAGE],
+            **values,
         )
+        states.append(state if state.running else lbfgs_compact(state))
     return states
+
+
+def _max_running(record: dict, where: str) -> int | None:
+    cap = field(record, "max_running", (int, type(None)), where)
+    if cap is not None and cap < 1:
+        raise ModelFileError(f"{where}: max_running must be >= 1 or null, got {cap!r}.")
+    return cap
+
+
+def _running_part(parts: dict, running: list[int], j: int, x: np.ndarray, n: int) -> dict:
+    """Model ``j``'s arrays that only a running state holds (empty for a stopped one)."""
+    if j in running:
+        row = running.index(j)
+        return {name: parts[name][row].copy() for name in _RUNNING_ARRAYS}
+    empty, no_pairs = np.zeros(0), np.zeros((0, n))
+    return {"grad": empty, "trial": x, "direction": empty, "s": no_pairs, "y": no_pairs}
 
 
 def _results_of(record: Any, arrays: dict, shapes: _Shapes) -> list[TrainResult]:
@@ -416,6 +456,7 @@ class GridCheckpointing:
         self._results: list[TrainResult] | None = None
         self._scores: np.ndarray | None = None
         self._grid_passes = 0
+        self._grid_run: GridRun | None = None if found is None else found.grid
 
     @classmethod
     def open(
@@ -484,6 +525,7 @@ class GridCheckpointing:
 
         def save(run: GridRun) -> None:
             if phase == "grid":
+                self._grid_run = run
                 checkpoint = self._checkpoint(run.passes, grid=run)
             else:
                 checkpoint = self._checkpoint(self._grid_passes + run.passes, refit=run)
@@ -495,14 +537,19 @@ class GridCheckpointing:
     def grid_done(self, results: list[TrainResult], scores: np.ndarray) -> None:
         """Write the checkpoint of the trained grid and its scores."""
         self._results, self._scores = results, np.asarray(scores, dtype=np.float64)
-        self._grid_passes = max(result.n_evaluations for result in results)
+        # The grid's passes: its run's count once a checkpoint saw the run (models trained a
+        # few at a time take more passes than any one model's evaluations), else the longest
+        # model's evaluations.
+        longest = max(result.n_evaluations for result in results)
+        self._grid_passes = longest if self._grid_run is None else self._grid_run.passes
         self.manager.save(self._checkpoint(self._grid_passes))
 
     def finished_grid(self) -> tuple[list[TrainResult], np.ndarray]:
         """The grid's results and scores of the checkpoint resumed from."""
         assert self.found is not None and self.found.results is not None
         self._results, self._scores = self.found.results, self.found.scores
-        self._grid_passes = max(result.n_evaluations for result in self._results)
+        refit_passes = 0 if self.found.refit is None else self.found.refit.passes
+        self._grid_passes = self.found.step - refit_passes
         return self._results, self._scores
 
     def _checkpoint(
