@@ -8,6 +8,7 @@ from here instead of repeating them.
 from __future__ import annotations
 
 __all__ = [
+    "BALANCED_BLOCK_COUNTS",
     "CODECS",
     "CONVERT_FORMATS",
     "DEFAULT_CHUNK_ROWS",
@@ -16,13 +17,22 @@ __all__ = [
     "FEATURE_DTYPES",
     "HOLD_CHOICES",
     "L2_GRID_RANGE",
+    "MIN_BALANCED_BLOCK_ROWS",
     "SCHEDULES",
     "SCORINGS",
     "SOLVERS",
 ]
 
-#: Rows per Zarr chunk, the unit of work of every evaluation (and per block of NumPy input).
+#: Rows per Zarr chunk, the unit of work of every evaluation (and at most per block of NumPy
+#: input).
 DEFAULT_CHUNK_ROWS = 65536
+
+#: NumPy input with ``chunk_rows="auto"`` is cut into equal blocks of at most
+#: :data:`DEFAULT_CHUNK_ROWS` rows, their number rounded up to a multiple of the first of these
+#: counts that keeps every block at least :data:`MIN_BALANCED_BLOCK_ROWS` rows: 2 or 4 workers
+#: (or threads) then get equal shares of every pass.
+BALANCED_BLOCK_COUNTS = (4, 2)
+MIN_BALANCED_BLOCK_ROWS = 8192
 
 #: The client's memory for the L-BFGS optimizers of a grid's models that train at once.
 DEFAULT_GRID_MEMORY = "2GiB"

@@ -22,7 +22,6 @@ from sklearn.utils.validation import check_is_fitted
 from . import prediction
 from .data import Dataset
 from .data.inputs import PreparedData, prepare_data
-from .defaults import DEFAULT_CHUNK_ROWS
 from .engine import DaskEngine, EngineProblem, LocalEngine
 from .fitting import (
     check_streamed_minibatches,
@@ -115,8 +114,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         Where to compute: a ``Client``, a scheduler address (``tcp://…`` or ``tls://…``), or None:
         the active Dask client if there is one; otherwise NumPy input is fitted in this process and
         Dask or Zarr input on a local cluster started once per process.
-    chunk_rows : int, default=65536
-        Rows per block for NumPy input, in this process and on a cluster alike.
+    chunk_rows : int or "auto", default="auto"
+        Rows per block for NumPy input, in this process and on a cluster alike. ``"auto"``:
+        equal blocks of at most 65,536 rows, as many as a multiple of 4 (else 2) when each
+        keeps at least 8,192 rows, so that 2 or 4 workers get equal shares of every pass; the
+        size depends on the number of rows only, so results are the same on any cluster.
     hold_data : {"auto", "memory", "stream"}, default="auto"
         Where the rows live during a fit on a cluster. ``"memory"``: read once and kept in the
         workers' memory (fastest; the data must fit). ``"stream"``: every full pass reads the
@@ -186,7 +188,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         shuffle_window: int | None = None,
         warm_start: bool = False,
         client: Any = None,
-        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        chunk_rows: int | str = "auto",
         hold_data: str = "auto",
         checkpoint_dir: str | None = None,
         checkpoint_every: int | None = None,
@@ -443,10 +445,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 client = resolve_client(None, needs_cluster=True)
         if client is None and not data.is_lazy:
             return LocalEngine(
-                data.X, data.labels, data.sample_weight, chunk_rows=int(self.chunk_rows),
-                folds=folds,
+                data.X, data.labels, data.sample_weight,
+                chunk_rows=data.block_rows(self.chunk_rows), folds=folds,
             )  # fmt: skip
-        X, labels, weights = data.as_dask(int(self.chunk_rows))
+        X, labels, weights = data.as_dask(data.block_rows(self.chunk_rows))
         if folds is not None:
             folds = da.from_array(folds, chunks=(X.chunks[0],))
         if client is None:

@@ -20,7 +20,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from .data.inputs import PreparedData, prepare_data
-from .defaults import DEFAULT_CHUNK_ROWS, DEFAULT_GRID_MEMORY, L2_GRID_RANGE
+from .defaults import DEFAULT_GRID_MEMORY, L2_GRID_RANGE
 from .engine.grid_problem import GridProblem
 from .estimator import SoftmaxRegression
 from .fitting import check_memory_size, check_streamed_minibatches, json_params, resolve_client
@@ -190,7 +190,7 @@ chunk_rows, hold_data, storage_options, verbose
         random_state: Any = None,
         shuffle_window: int | None = None,
         client: Any = None,
-        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        chunk_rows: int | str = "auto",
         hold_data: str = "auto",
         checkpoint_dir: str | None = None,
         checkpoint_every: int | None = None,

@@ -291,7 +291,6 @@ NUMBERS: dict[str, Number] = {
     "tol": Number(ZERO_OR_MORE),
     "validation_fraction": Number(Range(0.0, 1.0, low_open=True)),
     "n_iter_no_change": Number(ONE_OR_MORE, integer=True),
-    "chunk_rows": Number(ONE_OR_MORE, integer=True),
     "verbose": Number(ZERO_OR_MORE, integer=True),
     "keep_checkpoints": Number(ONE_OR_MORE, integer=True),
     "checkpoint_every": Number(ONE_OR_MORE, integer=True, optional=True),
@@ -333,6 +332,16 @@ def check_hyper_parameters(params: Mapping[str, Any]) -> None:
         check_bool(name, params[name])
     check_nesterov(params["nesterov"], params["momentum"])
     check_class_weight(params["class_weight"])
+    check_chunk_rows(params["chunk_rows"])
+
+
+def check_chunk_rows(value: object) -> None:
+    """Refuse a ``chunk_rows`` that is neither ``"auto"`` nor a whole number >= 1."""
+    if value == "auto" and isinstance(value, str):
+        return
+    if isinstance(value, str):
+        raise ValueError(f"chunk_rows must be 'auto' or a whole number >= 1, got {value!r}.")
+    check_number("chunk_rows", value, ONE_OR_MORE, integer=True)
 
 
 # ------------------------------------------------- the cross-validated grid's hyper-parameters
@@ -394,6 +403,7 @@ def check_search_hyper_parameters(params: Mapping[str, Any]) -> None:
         check_bool(name, params[name])
     check_nesterov(params["nesterov"], params["momentum"])
     check_class_weight(params["class_weight"])
+    check_chunk_rows(params["chunk_rows"])
     check_value_grid("l2s", params["l2s"], NUMBERS["l2"].valid, allow_count=True)
     check_choice("scoring", params["scoring"], SCORINGS)
     _check_cv(params["cv"])

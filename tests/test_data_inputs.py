@@ -112,3 +112,30 @@ def test_the_fingerprint_of_in_memory_input_names_values_not_dtypes():
     wide = prepare_data(X, y, np.ones(4), None)
     assert narrow.fingerprint() == wide.fingerprint()
     assert prepare_data(X, y[::-1].copy(), None, None).fingerprint() != wide.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("n_rows", "block_rows"),
+    [(1, 1), (5_000, 5_000), (16_383, 16_383), (16_384, 8_192), (20_000, 10_000),
+     (100_000, 25_000), (200_000, 50_000), (1_000_000, 62_500), (4_250_000, 62_500)],
+)  # fmt: skip
+def test_auto_blocks_are_equal_at_most_the_default_and_in_fours_or_twos(n_rows, block_rows):
+    from dsoftmax.data.inputs import balanced_block_rows
+    from dsoftmax.defaults import DEFAULT_CHUNK_ROWS, MIN_BALANCED_BLOCK_ROWS
+
+    assert balanced_block_rows(n_rows) == block_rows
+    n_blocks = -(-n_rows // block_rows)
+    assert block_rows <= DEFAULT_CHUNK_ROWS
+    assert n_blocks in (1, 2) or n_blocks % 4 == 0
+    assert n_blocks == 1 or block_rows >= MIN_BALANCED_BLOCK_ROWS
+
+
+def test_an_auto_chunked_fit_is_the_fit_of_its_balanced_blocks():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20_000, 8))
+    y = (X[:, 0] + 0.3 * rng.standard_normal(20_000) > 0).astype(int)
+    auto = SoftmaxRegression().fit(X, y)
+    assert auto.get_params()["chunk_rows"] == "auto"
+    halves = SoftmaxRegression(chunk_rows=10_000).fit(X, y)
+    np.testing.assert_array_equal(auto.coef_, halves.coef_)
+    np.testing.assert_array_equal(auto.intercept_, halves.intercept_)

@@ -87,6 +87,7 @@ def test_a_model_file_cannot_choose_where_later_fits_connect(model_dir, name, va
         ("fit_intercept", 1, r"'fit_intercept' of .* must be true or false, not an integer 1"),
         ("class_weight", {"0": 2.0}, r"'class_weight' of .* must be null or a string"),
         ("hold_data", "disk", r"holds a refused setting: hold_data must be one of"),
+        ("chunk_rows", "all", r"holds a refused setting: chunk_rows must be 'auto' or"),
         ("n_jobs", 4, r"sets 'n_jobs', which is not a hyper-parameter a model file may set"),
     ],
 )

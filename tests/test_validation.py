@@ -147,6 +147,9 @@ def test_the_tables_name_parameters_of_the_estimator_and_its_defaults_pass():
         ({"fit_intercept": "yes"}, TypeError, r"fit_intercept must be True or False"),
         ({"hold_data": "disk"}, ValueError, r"hold_data must be one of \['auto', 'memory'"),
         ({"class_weight": ["balanced"]}, ValueError, r"class_weight must be None, 'balanced'"),
+        ({"chunk_rows": "big"}, ValueError, r"chunk_rows must be 'auto' or a whole number >= 1"),
+        ({"chunk_rows": 0}, ValueError, r"chunk_rows must be in \[1, inf\), got 0"),
+        ({"chunk_rows": 1.5}, TypeError, r"chunk_rows must be an integer, got 1\.5"),
     ],
 )
 def test_check_hyper_parameters_refuses_each_kind_of_bad_value(params, error, message):

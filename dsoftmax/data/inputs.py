@@ -29,12 +29,13 @@ import numpy as np
 from sklearn.utils import assert_all_finite, check_array, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
 
+from ..defaults import BALANCED_BLOCK_COUNTS, DEFAULT_CHUNK_ROWS, MIN_BALANCED_BLOCK_ROWS
 from .format import Dataset
 from .labels import check_classes, check_rows, check_sample_weight, encode_labels, unique_labels
 from .sparse import blocked_csr, canonical_csr, empty_csr, is_sparse, is_sparse_dask
 from .values import check_in_memory_values
 
-__all__ = ["PreparedData", "prepare_data"]
+__all__ = ["PreparedData", "balanced_block_rows", "prepare_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,30 @@ _Y_REQUIRED = (
 )
 #: How messages name in-memory inputs.
 _IN_MEMORY = "the input"
+
+
+def balanced_block_rows(n_rows: int) -> int:
+    """Rows per block that cut ``n_rows`` into equal blocks of at most
+    :data:`~dsoftmax.defaults.DEFAULT_CHUNK_ROWS` rows, as many as a multiple of 4 (else 2)
+    when every block keeps at least :data:`~dsoftmax.defaults.MIN_BALANCED_BLOCK_ROWS` rows.
+
+    The size depends on the rows alone, not on the cluster, so that a fit gives the same bits on
+    any number of workers; blocks in multiples of 4 give 2 or 4 workers equal shares.
+
+    Examples
+    --------
+    >>> balanced_block_rows(100_000), balanced_block_rows(1_000_000), balanced_block_rows(20_000)
+    (25000, 62500, 10000)
+    >>> balanced_block_rows(5_000)
+    5000
+    """
+    blocks = max(1, -(-n_rows // DEFAULT_CHUNK_ROWS))
+    for multiple in BALANCED_BLOCK_COUNTS:
+        rounded = -(-blocks // multiple) * multiple
+        if n_rows // rounded >= MIN_BALANCED_BLOCK_ROWS:
+            blocks = rounded
+            break
+    return max(1, -(-n_rows // blocks))
 
 
 @dataclass
@@ -79,6 +104,13 @@ class PreparedData:
     @property
     def is_lazy(self) -> bool:
         return isinstance(self.X, da.Array)
+
+    def block_rows(self, chunk_rows: int | str) -> int:
+        """Rows per block of NumPy input: ``chunk_rows`` itself, or for ``"auto"`` the balanced
+        size of :func:`balanced_block_rows`."""
+        if chunk_rows == "auto":
+            return balanced_block_rows(int(self.X.shape[0]))
+        return int(chunk_rows)
 
     def as_dask(self, numpy_block_rows: int) -> tuple[da.Array, da.Array, da.Array | None]:
         """Dask arrays with the row chunks of ``X`` (NumPy input is cut into blocks)."""

@@ -86,7 +86,7 @@ LOADABLE_HYPER_PARAMETERS: dict[str, tuple[type, ...]] = {
     "random_state": _OPTIONAL_INT,
     "shuffle_window": _OPTIONAL_INT,
     "warm_start": (bool,),
-    "chunk_rows": (int,),
+    "chunk_rows": (int, str),
     "hold_data": (str,),
     "checkpoint_every": _OPTIONAL_INT,
     "keep_checkpoints": (int,),
