@@ -123,7 +123,9 @@ def test_sample_and_class_weights_weigh_training_and_scores():
 @pytest.mark.cluster
 def test_the_grid_is_bit_identical_on_one_two_and_three_workers():
     X, y = _standardized(load_wine)
-    params = {"l2s": [1e-3, 1e-1], "cv": 3, "random_state": 0, "chunk_rows": 20}
+    # 2 models train at once (27 copies of 3 × 14 weights each): the rolling grid's bits too.
+    params = {"l2s": [1e-3, 1e-1], "cv": 3, "random_state": 0, "chunk_rows": 20,
+              "grid_memory": 2 * 27 * 42 * 8}  # fmt: skip
     local = SoftmaxRegressionCV(**params).fit(X, y)
     for n_workers in (1, 2, 3):
         with small_local_cluster(n_workers) as cluster, Client(cluster) as client:
