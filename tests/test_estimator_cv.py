@@ -140,7 +140,7 @@ def test_the_grid_is_bit_identical_on_one_two_and_three_workers():
     ("solver", "grid_memory"), [("lbfgs", "2GiB"), ("sgd", "2GiB"), ("lbfgs", 3000)],
     ids=["lbfgs", "sgd", "lbfgs-one-model-at-a-time"],
 )  # fmt: skip
-def test_resume_of_an_interrupted_grid_is_bit_identical(tmp_path, solver, grid_memory):
+def test_resume_of_an_interrupted_grid_is_bit_identical(tmp_path, caplog, solver, grid_memory):
     X, y = _standardized(load_wine)
     params = {"l2s": [1e-3, 1e-2, 1e-1], "cv": 3, "random_state": 0, "solver": solver,
               "checkpoint_every": 3, "grid_memory": grid_memory}  # fmt: skip
@@ -160,8 +160,13 @@ def test_resume_of_an_interrupted_grid_is_bit_identical(tmp_path, solver, grid_m
         _quiet_fit(first, X, y)
     assert fired
     assert GridCheckpointManager(checkpoints).latest().grid is not None  # mid-grid
-    resumed = _quiet_fit(SoftmaxRegressionCV(checkpoint_dir=checkpoints, **params), X, y,
-                         resume=True)  # fmt: skip
+    # A resumed grid keeps the models it trains at once, whatever grid_memory now allows.
+    again = {**params, "grid_memory": "2GiB"}
+    with caplog.at_level(logging.INFO, logger="dsoftmax"):
+        resumed = _quiet_fit(SoftmaxRegressionCV(checkpoint_dir=checkpoints, **again), X, y,
+                             resume=True)  # fmt: skip
+    kept = "models it trains at once as it started: 1 (all now)"
+    assert (kept in caplog.text) == (grid_memory == 3000)
     np.testing.assert_array_equal(resumed.coefs_paths_, reference.coefs_paths_)
     np.testing.assert_array_equal(resumed.scores_, reference.scores_)
     np.testing.assert_array_equal(resumed.coef_, reference.coef_)

@@ -178,6 +178,12 @@ def train_grid(
         raise ValueError(f"give one start per model: {len(models)} models, {len(starts)} starts.")
     if max_running is not None and (not isinstance(max_running, int) or max_running < 1):
         raise ValueError(f"max_running must be a whole number >= 1 or None, got {max_running!r}.")
+    if resume is not None and resume.lbfgs and resume.max_running != max_running:
+        logger.info(
+            "dsoftmax: the resumed grid keeps the number of models it trains at once as it "
+            "started: %s (%s now), so that its results are an uninterrupted run's",
+            resume.max_running or "all", max_running or "all",
+        )  # fmt: skip
     if config.solver == "lbfgs":
         run = resume or GridRun(loss_curves=[[] for _ in models], max_running=max_running)
         return _train_lbfgs(problem, models, starts, config, float32_data, run, checkpoint)
