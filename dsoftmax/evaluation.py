@@ -13,7 +13,7 @@ class of the model.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask.array as da
 import numpy as np
@@ -26,11 +26,26 @@ from .objective import Params
 from .sampling import rows_to_blocks
 
 __all__ = [
+    "SavedWeights",
     "accuracy",
     "class_positions",
     "evaluate_model",
     "format_report",
 ]
+
+
+class SavedWeights(NamedTuple):
+    """A saved model's weights under the fitted estimator's names: what :func:`evaluate_model`
+    reads of a model, without building the estimator (``dsoftmax evaluate`` then starts without
+    importing scikit-learn)."""
+
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    classes_: np.ndarray
+
+    @property
+    def n_features_in_(self) -> int:
+        return int(self.coef_.shape[1])
 
 
 def evaluate_model(
@@ -40,7 +55,7 @@ def evaluate_model(
 
     Parameters
     ----------
-    model : SoftmaxRegression
+    model : SoftmaxRegression or SavedWeights
         A fitted model; every class of the dataset must be one of ``model.classes_``.
     dataset : dsoftmax.data.Dataset
     client : distributed.Client, optional

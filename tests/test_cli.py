@@ -277,6 +277,23 @@ def test_evaluate_reports_what_the_model_scores_as_text_and_json(
     assert any(key.startswith("dsoftmax-evaluate-") for key in worker_task_keys(client, cluster))
 
 
+def test_evaluate_starts_without_importing_scikit_learn(lbfgs_model: Path, teacher_data: Path):
+    # Evaluating needs the saved weights only: the estimator (and scikit-learn's ~0.6 s import)
+    # stays out of the command's start.
+    script = (
+        "import sys; from dsoftmax.cli import main; code = main(sys.argv[1:]); "
+        "print('sklearn' in sys.modules); sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "evaluate", str(lbfgs_model), str(teacher_data), "--json"],
+        capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report, imported = done.stdout.rstrip().rsplit("\n", 1)
+    assert imported == "False"
+    assert json.loads(report)["n_samples"] == N_SAMPLES
+
+
 @pytest.mark.cluster
 def test_make_data_teacher_seed_makes_held_out_rows_of_the_same_task(
     lbfgs_model: Path, teacher_data: Path, cluster: DaskProcesses

@@ -271,9 +271,12 @@ def cmd_train(args: argparse.Namespace, cluster: CommandCluster) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, cluster: CommandCluster) -> int:
     """``dsoftmax evaluate``: print the model's report on a dataset, as text or JSON."""
-    from ..evaluation import evaluate_model, format_report
+    from ..evaluation import SavedWeights, evaluate_model, format_report
+    from ..persist import load_fitted_model
 
-    model = _load_model(args.model, args)
+    # The weights alone, read and checked as a model's load reads them: no estimator to build.
+    fitted = load_fitted_model(args.model, storage_options=args.storage_options)
+    model = SavedWeights(fitted.coef, fitted.intercept, fitted.classes)
     dataset = _open(args.data, args)
     report = evaluate_model(model, dataset, client=cluster.named_client(), progress=True)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
