@@ -575,11 +575,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if isinstance(X, Dataset):
             X = X.X
         if isinstance(X, da.Array):
-            if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has shape {X.shape}; this model expects {self.n_features_in_} features."
-                )
-            return X.rechunk({1: -1}) if len(X.chunks[1]) > 1 else X
+            return prediction.lazy_features(X, self.n_features_in_)
         from sklearn.utils.validation import validate_data
 
         return validate_data(

@@ -22,6 +22,7 @@ __all__ = [
     "dataset_labels",
     "is_lazy",
     "labels_of_logits",
+    "lazy_features",
     "log_proba",
     "logits",
     "proba",
@@ -31,6 +32,14 @@ __all__ = [
 def is_lazy(array: Any) -> bool:
     """Whether ``array`` is a Dask array (its work runs on the cluster, when computed)."""
     return isinstance(array, da.Array)
+
+
+def lazy_features(X: da.Array, n_features: int) -> da.Array:
+    """Dask ``X`` checked against a model of ``n_features`` features, in one chunk of columns
+    (what :func:`logits` takes)."""
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ValueError(f"X has shape {X.shape}; this model expects {n_features} features.")
+    return X.rechunk({1: -1}) if len(X.chunks[1]) > 1 else X
 
 
 def logits(params: Params, X: Any) -> Any:

@@ -277,21 +277,29 @@ def test_evaluate_reports_what_the_model_scores_as_text_and_json(
     assert any(key.startswith("dsoftmax-evaluate-") for key in worker_task_keys(client, cluster))
 
 
-def test_evaluate_starts_without_importing_scikit_learn(lbfgs_model: Path, teacher_data: Path):
-    # Evaluating needs the saved weights only: the estimator (and scikit-learn's ~0.6 s import)
-    # stays out of the command's start.
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_evaluate_and_predict_start_without_importing_scikit_learn(
+    lbfgs_model: Path, teacher_data: Path, tmp_path: Path, command: str
+) -> None:
+    # They need the saved weights only: the estimator (and scikit-learn's ~0.6 s import) stays
+    # out of the command's start.
     script = (
         "import sys; from dsoftmax.cli import main; code = main(sys.argv[1:]); "
         "print('sklearn' in sys.modules); sys.exit(code)"
     )
+    out = tmp_path / "predicted.zarr"
+    options = ["--json"] if command == "evaluate" else ["--out", str(out), "--proba"]
     done = subprocess.run(
-        [sys.executable, "-c", script, "evaluate", str(lbfgs_model), str(teacher_data), "--json"],
+        [sys.executable, "-c", script, command, str(lbfgs_model), str(teacher_data), *options],
         capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    report, imported = done.stdout.rstrip().rsplit("\n", 1)
+    printed, imported = done.stdout.rstrip().rsplit("\n", 1)
     assert imported == "False"
-    assert json.loads(report)["n_samples"] == N_SAMPLES
+    if command == "evaluate":
+        assert json.loads(printed)["n_samples"] == N_SAMPLES
+    else:  # what it writes: test_predict_writes_what_the_python_api_predicts
+        assert printed == f"wrote predictions and probabilities for {N_SAMPLES} rows to {out}"
 
 
 @pytest.mark.cluster

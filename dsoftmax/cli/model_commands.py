@@ -302,21 +302,28 @@ def _variable_length_strings(labels: Any) -> Any:
 
 def cmd_predict(args: argparse.Namespace, cluster: CommandCluster) -> int:
     """``dsoftmax predict``: write the predicted labels (and probabilities) to a Zarr group."""
+    from .. import prediction
     from ..data import check_values, write_array
+    from ..objective import Params
+    from ..persist import load_fitted_model
 
-    model = _load_model(args.model, args)
+    # The weights alone, read and checked as a model's load reads them: no estimator to build.
+    fitted = load_fitted_model(args.model, storage_options=args.storage_options)
     dataset = _open(args.data, args)
     client = cluster.named_client()
-    if model.n_features_in_ != dataset.n_features:
+    n_features = fitted.coef.shape[1]
+    if n_features != dataset.n_features:
         raise ValueError(
-            f"the model expects {model.n_features_in_} features; {args.data!r} has "
+            f"the model expects {n_features} features; {args.data!r} has "
             f"{dataset.n_features}. Predict on data with the features the model was trained on."
         )
     # Non-finite features would give silently meaningless labels: check first (one more read).
     check_values(dataset, client=client)
+    X = prediction.lazy_features(dataset.X, n_features)
+    scores = prediction.logits(Params(fitted.coef, fitted.intercept), X)
     write_array(
         args.out,
-        _storable_labels(model.predict(dataset)),
+        _storable_labels(prediction.labels_of_logits(scores, fitted.classes)),
         name="predictions",
         storage_options=args.storage_options,
         overwrite=args.overwrite,
@@ -324,7 +331,7 @@ def cmd_predict(args: argparse.Namespace, cluster: CommandCluster) -> int:
     if args.proba:
         write_array(
             args.out,
-            model.predict_proba(dataset),
+            prediction.proba(scores),
             name="probabilities",
             storage_options=args.storage_options,
             # The predictions beside it were just written: older probabilities are stale.
