@@ -122,17 +122,19 @@ SKLEARN_SCRIPT = textwrap.dedent(
     """
 )
 
-#: Peak resident memory of one conversion, in a fresh process: ``{"start", "peak"}`` bytes.
+#: Peak resident memory of one conversion, in a fresh process: ``{"start", "peak"}`` bytes (the
+#: peak is VmHWM: ru_maxrss would carry over the benchmark process's own peak through fork and
+#: exec).
 CONVERT_MEMORY_SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     import psutil
+    from benchmarks.common import max_rss_bytes
     from dsoftmax.data.convert import convert_parquet
     start = psutil.Process().memory_info().rss
     convert_parquet(sys.argv[1], sys.argv[2], label_column="label",
                     embedding_column="embedding", overwrite=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"start": start, "peak": peak}))
+    print(json.dumps({"start": start, "peak": max_rss_bytes()}))
     """
 )
 

@@ -33,6 +33,7 @@ __all__ = [
     "directory_bytes",
     "machine_description",
     "markdown_table",
+    "max_rss_bytes",
     "measure",
     "measure_interleaved",
     "plural",
@@ -315,9 +316,10 @@ def _own_pid() -> int:
     return os.getpid()
 
 
-def _max_rss_bytes() -> int:
+def max_rss_bytes() -> int:
     """This process's peak resident memory: Linux's VmHWM. ``getrusage``'s ru_maxrss is wrong
-    for local workers: started by fork then exec, they inherit their parent's peak."""
+    for a process started by fork then exec (local workers, a benchmark's child process): it
+    inherits its parent's peak."""
     status = Path("/proc/self/status")
     if status.exists():
         fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
@@ -334,7 +336,7 @@ def worker_processes(client: Any) -> dict[str, int]:
 
 def worker_max_rss(client: Any) -> dict[str, int]:
     """Worker address → the largest RSS the worker process ever had (VmHWM), bytes."""
-    return dict(client.run(_max_rss_bytes))
+    return dict(client.run(max_rss_bytes))
 
 
 def start_cluster(n_workers: int, memory_limit: str | int | None = "auto") -> Any:
