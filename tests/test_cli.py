@@ -281,7 +281,7 @@ def test_evaluate_reports_what_the_model_scores_as_text_and_json(
 def test_evaluate_and_predict_start_without_importing_scikit_learn(
     lbfgs_model: Path, teacher_data: Path, tmp_path: Path, command: str
 ) -> None:
-    # They need the saved weights only: the estimator (and scikit-learn's ~0.6 s import) stays
+    # They need the saved weights only: the estimator (and scikit-learn's import) stays
     # out of the command's start.
     script = (
         "import sys; from dsoftmax.cli import main; code = main(sys.argv[1:]); "
