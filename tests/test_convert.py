@@ -116,6 +116,31 @@ def test_parquet_directory_round_trips_numeric_columns_and_string_labels(tmp_pat
     assert feature_names(tmp_path / "out.zarr") == columns
 
 
+@pytest.mark.parametrize(
+    ("group_rows", "chunk_rows"),
+    [([62_500] * 8, 62_500), ([250_000, 250_000, 17], 62_500), ([1_048_576, 5], 65_536),
+     ([20_000, 30_000, 7], 65_536), ([100, 100, 100], 65_536), ([70_000], 65_536)],
+)  # fmt: skip
+def test_row_groups_pick_the_largest_chunk_that_each_holds_whole(group_rows, chunk_rows):
+    from dsoftmax.data.convert.from_parquet import row_group_chunk_rows
+
+    assert row_group_chunk_rows(group_rows) == chunk_rows
+
+
+def test_parquet_chunks_follow_even_row_groups_unless_given(tmp_path):
+    frame = tabular(60_000)
+    folder = tmp_path / "table"
+    write_parquet_parts(frame, folder, n_files=3, row_group_size=20_000)
+    aligned = convert_parquet(folder, tmp_path / "aligned.zarr", label_column="animal")
+    assert aligned.chunk_rows == (20_000, 20_000, 20_000)
+    given = convert_parquet(
+        folder, tmp_path / "given.zarr", label_column="animal", chunk_rows=65_536
+    )
+    assert given.chunk_rows == (60_000,)
+    for got, expected in zip(stored(aligned), stored(given), strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_parquet_float32_columns_stay_float32_in_the_order_given(tmp_path):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((300, 3)).astype(np.float32)

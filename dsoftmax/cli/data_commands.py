@@ -99,11 +99,12 @@ def _convert_source(args: argparse.Namespace, kind: str) -> Any:
     from ..data import convert
 
     output = {
-        "chunk_rows": args.chunk_rows,
         "codec": args.codec,
         "storage_options": args.storage_options,
         "overwrite": args.overwrite,
     }
+    if args.chunk_rows is not None:  # else each source's default (Parquet: its row groups')
+        output["chunk_rows"] = args.chunk_rows
     if kind in ("npz", "npy"):
         return data.convert_numpy(
             args.source[0] if kind == "npz" else tuple(args.source),

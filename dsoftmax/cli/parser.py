@@ -385,7 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and all-float32 Parquet features, else float64)",
     )
     convert.add_argument(
-        "--chunk-rows", type=_positive_int, default=DEFAULT_CHUNK_ROWS, help=_CHUNK_ROWS
+        "--chunk-rows",
+        type=_positive_int,
+        help=f"rows per Zarr chunk, the unit of work (default {DEFAULT_CHUNK_ROWS}; for Parquet "
+        "sources, the largest size from a quarter of that up to it that holds every row group "
+        "but the last whole, when there is one)",
     )
     convert.add_argument("--codec", choices=CODECS, default="zstd", help=_CODEC)
     convert.add_argument("--overwrite", action="store_true", help="replace an existing store")

@@ -5,6 +5,7 @@ group."""
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from .pipeline import ConversionPlan, Piece, PieceRows, run_conversion
 if TYPE_CHECKING:  # an optional dependency, imported when the converter runs
     import pyarrow as pa
 
-__all__ = ["convert_parquet", "parquet_rows", "read_parquet_row_group"]
+__all__ = ["convert_parquet", "parquet_rows", "read_parquet_row_group", "row_group_chunk_rows"]
 
 _PARQUET_INSTALL = "pip install 'dsoftmax[parquet]'"
 
@@ -315,6 +316,31 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     return PieceRows(X, _arrow_labels(labels), n_missing, first_missing, repr(piece.path))
 
 
+def row_group_chunk_rows(group_rows: Sequence[int], largest: int = DEFAULT_CHUNK_ROWS) -> int:
+    """Rows per chunk that every row group but the last holds a whole number of: the largest
+    divisor of their common divisor between ``largest / 4`` and ``largest``; ``largest`` when
+    there is none (or one row group).
+
+    A row group that ends inside a chunk leaves rows that are copied and joined with the next
+    group's before that chunk is written; whole chunks are written as soon as their group is
+    read, which saves those copies and their memory.
+
+    Examples
+    --------
+    >>> row_group_chunk_rows([62_500] * 8), row_group_chunk_rows([250_000, 250_000, 10])
+    (62500, 62500)
+    >>> row_group_chunk_rows([1_048_576, 5]), row_group_chunk_rows([1_000, 1_000, 1_000])
+    (65536, 65536)
+    """
+    common = math.gcd(*group_rows[:-1])
+    if common == 0:
+        return largest
+    for parts in range(-(-common // largest), common // -(-largest // 4) + 1):
+        if common % parts == 0:
+            return common // parts
+    return largest
+
+
 def convert_parquet(
     source: str | os.PathLike | Sequence[str | os.PathLike],
     url: str | os.PathLike,
@@ -323,7 +349,7 @@ def convert_parquet(
     feature_columns: Sequence[str] | None = None,
     embedding_column: str | None = None,
     dtype: str | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = None,
     codec: str = "zstd",
     source_storage_options: dict | None = None,
     storage_options: dict | None = None,
@@ -356,7 +382,11 @@ def convert_parquet(
     dtype : {"float32", "float64"}, optional
         Feature dtype. Default: float32 when every feature column (or the embedding's values)
         is float32 or float16, else float64, so the values convert exactly.
-    chunk_rows, codec, storage_options, overwrite
+    chunk_rows : int, optional
+        Rows per chunk. Default: :func:`row_group_chunk_rows` of the row groups, so that each
+        row group converts into whole chunks when their sizes allow (row groups of 62,500 rows:
+        chunks of 62,500), else 65,536.
+    codec, storage_options, overwrite
         As in :func:`dsoftmax.data.write_dataset`.
     source_storage_options : dict, optional
         fsspec options (credentials, endpoint) to read ``source``.
@@ -424,6 +454,8 @@ def convert_parquet(
         if embedding_column
         else list(layout.feature_columns)
     )
+    if chunk_rows is None:
+        chunk_rows = row_group_chunk_rows([piece.n_rows for piece in pieces])
     plan = ConversionPlan(
         label_column, layout.n_features, layout.dtype, feature_names, source_text, chunk_rows,
         codec,
