@@ -256,7 +256,7 @@ chunk_rows, hold_data, storage_options, verbose
         self
         """
         check_search_hyper_parameters(self.get_params(deep=False))
-        check_memory_size("grid_memory", self.grid_memory)
+        grid_memory = check_memory_size("grid_memory", self.grid_memory)
         from .persist.grid_checkpoint import GridCheckpointing
 
         config = self._grid_config()
@@ -286,7 +286,8 @@ chunk_rows, hold_data, storage_options, verbose
             problem = GridProblem(
                 engine, data.n_classes, data.n_features, folds.roles, class_weight
             )
-            outcome = self._search(problem, data, config, models, checkpoints)
+            max_running = self._max_running(data, config, len(models), grid_memory)
+            outcome = self._search(problem, data, config, models, checkpoints, max_running)
         finally:
             engine.close()
         self._store_search(data, folds, l2s, models, *outcome)
@@ -334,15 +335,15 @@ chunk_rows, hold_data, storage_options, verbose
         config: TrainConfig,
         models: list[GridModel],
         checkpoints: Any,
+        max_running: int | None,
     ) -> tuple[list[TrainResult], np.ndarray, TrainResult | None, tuple[int, ...]]:
-        """The grid, its held-out scores, the choice and the refit (resumed where a checkpoint
-        left them)."""
+        """The grid (at most ``max_running`` L-BFGS models at once; None: all), its held-out
+        scores, the choice and the refit (resumed where a checkpoint left them)."""
         float32 = data.dtype == np.float32
         found = None if checkpoints is None else checkpoints.found
         if found is None or found.scores is None:
             hook = None if checkpoints is None else checkpoints.hook("grid")
             starts = [self._zeros(data) for _ in models]
-            max_running = self._max_running(data, config, len(models))
             results = train_grid(
                 problem, models, starts, config, float32_data=float32,
                 resume=None if found is None else found.grid, checkpoint=hook,
@@ -368,14 +369,16 @@ chunk_rows, hold_data, storage_options, verbose
             )  # fmt: skip
         return results, scores, refit, best
 
-    def _max_running(self, data: PreparedData, config: TrainConfig, n_models: int) -> int | None:
-        """The most L-BFGS models that train at once within ``grid_memory`` (None: every one)."""
+    def _max_running(
+        self, data: PreparedData, config: TrainConfig, n_models: int, budget: int
+    ) -> int | None:
+        """The most L-BFGS models that train at once within ``budget`` bytes (``grid_memory``;
+        None: every one)."""
         if config.solver != "lbfgs":
             return None
         from dask.utils import format_bytes
 
         n_params = data.n_classes * (data.n_features + int(self.fit_intercept))
-        budget = check_memory_size("grid_memory", self.grid_memory)
         cap = lbfgs_models_within(budget, n_params)
         if cap >= n_models:
             return None

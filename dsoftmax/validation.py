@@ -324,11 +324,17 @@ def check_hyper_parameters(params: Mapping[str, Any]) -> None:
     ValueError
         A value outside its range, an unknown choice, or ``nesterov=True`` with ``momentum=0``.
     """
+    _check_shared(params, FLAGS)
+
+
+def _check_shared(params: Mapping[str, Any], flags: tuple[str, ...]) -> None:
+    """The checks of the hyper-parameters both estimators have (``flags``: their bools)."""
     for name, number in NUMBERS.items():
-        number.check(name, params[name])
+        if name in params:
+            number.check(name, params[name])
     for name, choices in CHOICES.items():
         check_choice(name, params[name], choices)
-    for name in FLAGS:
+    for name in flags:
         check_bool(name, params[name])
     check_nesterov(params["nesterov"], params["momentum"])
     check_class_weight(params["class_weight"])
@@ -337,10 +343,10 @@ def check_hyper_parameters(params: Mapping[str, Any]) -> None:
 
 def check_chunk_rows(value: object) -> None:
     """Refuse a ``chunk_rows`` that is neither ``"auto"`` nor a whole number >= 1."""
-    if value == "auto" and isinstance(value, str):
-        return
     if isinstance(value, str):
-        raise ValueError(f"chunk_rows must be 'auto' or a whole number >= 1, got {value!r}.")
+        if value != "auto":
+            raise ValueError(f"chunk_rows must be 'auto' or a whole number >= 1, got {value!r}.")
+        return
     check_number("chunk_rows", value, ONE_OR_MORE, integer=True)
 
 
@@ -394,16 +400,7 @@ def check_search_hyper_parameters(params: Mapping[str, Any]) -> None:
     ------
     TypeError, ValueError
     """
-    for name, number in NUMBERS.items():
-        if name in params:
-            number.check(name, params[name])
-    for name, choices in CHOICES.items():
-        check_choice(name, params[name], choices)
-    for name in SEARCH_FLAGS:
-        check_bool(name, params[name])
-    check_nesterov(params["nesterov"], params["momentum"])
-    check_class_weight(params["class_weight"])
-    check_chunk_rows(params["chunk_rows"])
+    _check_shared(params, SEARCH_FLAGS)
     check_value_grid("l2s", params["l2s"], NUMBERS["l2"].valid, allow_count=True)
     check_choice("scoring", params["scoring"], SCORINGS)
     _check_cv(params["cv"])

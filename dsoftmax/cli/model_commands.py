@@ -66,6 +66,14 @@ def _load_model(url: str, args: argparse.Namespace) -> Any:
     return load_any_model(url, storage_options=args.storage_options)
 
 
+def _saved_model(args: argparse.Namespace) -> Any:
+    """The model file at ``args.model`` as its weights, classes and settings, read and checked
+    as a model's load reads it, without building the estimator (nor importing scikit-learn)."""
+    from ..persist import load_fitted_model
+
+    return load_fitted_model(args.model, storage_options=args.storage_options)
+
+
 def _shared_hyper_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """The estimator's settings that a single fit and a cross-validated grid share, after the
     checks that name the command's options."""
@@ -272,10 +280,8 @@ def cmd_train(args: argparse.Namespace, cluster: CommandCluster) -> int:
 def cmd_evaluate(args: argparse.Namespace, cluster: CommandCluster) -> int:
     """``dsoftmax evaluate``: print the model's report on a dataset, as text or JSON."""
     from ..evaluation import SavedWeights, evaluate_model, format_report
-    from ..persist import load_fitted_model
 
-    # The weights alone, read and checked as a model's load reads them: no estimator to build.
-    fitted = load_fitted_model(args.model, storage_options=args.storage_options)
+    fitted = _saved_model(args)
     model = SavedWeights(fitted.coef, fitted.intercept, fitted.classes)
     dataset = _open(args.data, args)
     report = evaluate_model(model, dataset, client=cluster.named_client(), progress=True)
@@ -305,10 +311,8 @@ def cmd_predict(args: argparse.Namespace, cluster: CommandCluster) -> int:
     from .. import prediction
     from ..data import check_values, write_array
     from ..objective import Params
-    from ..persist import load_fitted_model
 
-    # The weights alone, read and checked as a model's load reads them: no estimator to build.
-    fitted = load_fitted_model(args.model, storage_options=args.storage_options)
+    fitted = _saved_model(args)
     dataset = _open(args.data, args)
     client = cluster.named_client()
     n_features = fitted.coef.shape[1]

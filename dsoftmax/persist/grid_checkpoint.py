@@ -349,6 +349,7 @@ def _lbfgs_states(
     loss = shapes.array(arrays, f"{prefix}.loss", (n_started,))
     search = shapes.array(arrays, f"{prefix}.search", (n_started, len(LineSearch._fields)))
     messages = _per_model(record, "messages", n_started, where)
+    running_rows = {j: row for row, j in enumerate(running)}
     states = []
     for j in range(n_started):
         values = dict(zip(_LBFGS_COUNTERS, (int(v) for v in counters[j]), strict=True))
@@ -360,7 +361,7 @@ def _lbfgs_states(
         fields["stage"], fields["bracketed"] = int(fields["stage"]), int(fields["bracketed"])
         state = LbfgsState(
             x=x[j].copy(),
-            **_running_part(parts, running, j, x[j], n),
+            **_running_part(parts, running_rows, j, x[j], n),
             loss=float(loss[j]),
             search=LineSearch(**fields),
             message=typed(messages[j], (str,), where)[:_MAX_MESSAGE],
@@ -377,11 +378,11 @@ def _max_running(record: dict, where: str) -> int | None:
     return cap
 
 
-def _running_part(parts: dict, running: list[int], j: int, x: np.ndarray, n: int) -> dict:
-    """Model ``j``'s arrays that only a running state holds (empty for a stopped one)."""
-    if j in running:
-        row = running.index(j)
-        return {name: parts[name][row].copy() for name in _RUNNING_ARRAYS}
+def _running_part(parts: dict, rows: dict[int, int], j: int, x: np.ndarray, n: int) -> dict:
+    """Model ``j``'s arrays that only a running state holds, at row ``rows[j]`` of ``parts``
+    (empty for a stopped one)."""
+    if j in rows:
+        return {name: parts[name][rows[j]].copy() for name in _RUNNING_ARRAYS}
     empty, no_pairs = np.zeros(0), np.zeros((0, n))
     return {"grad": empty, "trial": x, "direction": empty, "s": no_pairs, "y": no_pairs}
 
