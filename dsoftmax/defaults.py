@@ -8,10 +8,13 @@ from here instead of repeating them.
 from __future__ import annotations
 
 __all__ = [
+    "AUTO_CODEC_MIN_SAVING",
+    "AUTO_CODEC_SAMPLE_BYTES",
     "BALANCED_BLOCK_COUNTS",
     "CODECS",
     "CONVERT_FORMATS",
     "DEFAULT_CHUNK_ROWS",
+    "DEFAULT_CODEC",
     "DEFAULT_GRID_MEMORY",
     "DEFAULT_READ_RETRIES",
     "FEATURE_DTYPES",
@@ -44,8 +47,14 @@ DEFAULT_READ_RETRIES = 3
 #: kernel computes in float32 from it (float64 sums either way).
 FEATURE_DTYPES = ("float32", "float64", "float16")
 
-#: Compression of dataset chunks.
-CODECS = ("zstd", "lz4", "none")
+#: Compression of dataset chunks: "auto" stores dense features with zstd when it saves at least
+#: AUTO_CODEC_MIN_SAVING of a sample of the first rows, uncompressed otherwise (every other
+#: array with zstd).
+CODECS = ("auto", "zstd", "lz4", "none")
+DEFAULT_CODEC = "auto"
+AUTO_CODEC_MIN_SAVING = 0.2
+#: Bytes of the first rows of X that codec "auto" compresses to decide.
+AUTO_CODEC_SAMPLE_BYTES = 1 << 20
 
 #: Source formats of ``dsoftmax convert``.
 CONVERT_FORMATS = ("npz", "npy", "parquet", "csv", "svmlight")

@@ -304,6 +304,21 @@ def test_a_special_file_in_a_store_is_refused(tmp_path):
         open_dataset(path)
 
 
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_a_chunk_swapped_after_the_open_is_refused_by_the_read(tmp_path, kind):
+    path = write_store(tmp_path / "swapped.zarr", codec="none")
+    other = write_store(tmp_path / "other.zarr", codec="none")
+    dataset = open_dataset(path)
+    (path / "X/c/1/0").unlink()
+    if kind == "link":
+        (path / "X/c/1/0").symlink_to(other / "X/c/1/0")
+    else:
+        os.mkfifo(path / "X/c/1/0")  # opening it to read would wait for a writer
+    cause = "is a symbolic link" if kind == "link" else "is not a regular file"
+    with pytest.raises(ChunkReadError, match=rf"chunk 1 of X .*ValueError: .*{cause}"):
+        dataset.X.compute(scheduler="sync")
+
+
 def test_a_linked_store_root_is_fine(tmp_path):
     path = write_store(tmp_path / "real.zarr")
     (tmp_path / "alias.zarr").symlink_to(path, target_is_directory=True)

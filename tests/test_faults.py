@@ -49,13 +49,14 @@ def weights() -> np.ndarray:
 
 
 def write_small_dataset(url: str, storage_options: dict | None = None) -> None:
-    """Three chunks of 40 rows: X, y and sample_weight."""
+    """Three chunks of 40 rows: X, y and sample_weight, every one compressed with zstd."""
     write_dataset(
         url,
         features(),
         labels(),
         sample_weight=weights(),
         chunk_rows=CHUNK_ROWS,
+        codec="zstd",
         storage_options=storage_options,
     )
 

@@ -17,6 +17,7 @@ from ..defaults import (
     CODECS,
     CONVERT_FORMATS,
     DEFAULT_CHUNK_ROWS,
+    DEFAULT_CODEC,
     DEFAULT_GRID_MEMORY,
     DEFAULT_READ_RETRIES,
     FEATURE_DTYPES,
@@ -71,7 +72,10 @@ def _suggestion(parser: argparse.ArgumentParser, extras: list[str]) -> str:
 #: Help texts shared by several options (argparse fills in %(default)s).
 _DEFAULT = "default %(default)s"
 _CHUNK_ROWS = "rows per Zarr chunk, the unit of work (default %(default)s)"
-_CODEC = "compression of the chunks (default %(default)s; none reads fastest, zstd is smallest)"
+_CODEC = (
+    "compression of the chunks (default %(default)s: X uncompressed unless zstd saves a fifth of "
+    "its first rows' bytes; none reads fastest, zstd is smallest)"
+)
 
 
 # ------------------------------------------------------------------ argument types
@@ -296,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with --seed S: another --seed and --teacher-seed S",
     )
     make.add_argument("--dtype", choices=_DTYPES, default="float32", help=_DEFAULT)
-    make.add_argument("--codec", choices=CODECS, default="zstd", help=_CODEC)
+    make.add_argument("--codec", choices=CODECS, default=DEFAULT_CODEC, help=_CODEC)
     make.add_argument("--overwrite", action="store_true", help="replace an existing store")
     _add_common_options(make, computes=True)
 
@@ -391,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sources, the largest size from a quarter of that up to it that holds every row group "
         "but the last whole, when there is one)",
     )
-    convert.add_argument("--codec", choices=CODECS, default="zstd", help=_CODEC)
+    convert.add_argument("--codec", choices=CODECS, default=DEFAULT_CODEC, help=_CODEC)
     convert.add_argument("--overwrite", action="store_true", help="replace an existing store")
     _add_common_options(convert, computes=False)
 

@@ -42,6 +42,8 @@ ZSTD_SKIPPABLE_MAGIC_MASK = 0xFFFFFFF0
 ZSTD_SKIPPABLE_MAGIC = 0x184D2A50
 #: Bytes of the Blosc header, whose bytes 4 to 8 hold the decoded size.
 BLOSC_HEADER_BYTES = 16
+#: More than the longest header the size checks read (a zstd frame header is at most 18).
+HEADER_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,9 @@ def max_stored_bytes(encoding: ChunkEncoding) -> int:
     return encoding.nbytes + encoding.nbytes // 128 + 4096
 
 
-def decode_chunk(data: bytes, encoding: ChunkEncoding) -> np.ndarray:
+def decode_chunk(data: bytes | np.ndarray, encoding: ChunkEncoding) -> np.ndarray:
     """The chunk stored as ``data``, as a writable array of ``encoding.shape`` in native byte
-    order.
+    order. An uncompressed chunk read into a writable uint8 array becomes a view of it.
 
     Raises
     ------
@@ -132,9 +134,10 @@ def decode_chunk(data: bytes, encoding: ChunkEncoding) -> np.ndarray:
     nbytes = encoding.nbytes
     if encoding.compressor == "none":
         _check_size(len(data), nbytes, "holds")
-        buffer = np.frombuffer(data, dtype=np.uint8).copy()
+        writable = isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.flags.writeable
+        buffer = data if writable else np.frombuffer(data, dtype=np.uint8).copy()
     else:
-        _check_header(data, encoding.compressor, nbytes)
+        _check_header(bytes(memoryview(data)[:HEADER_BYTES]), encoding.compressor, nbytes)
         # Zeroed lazily by the OS: only the pages the decoder writes take memory.
         buffer = np.zeros(nbytes, dtype=np.uint8)
         DECODERS[encoding.compressor](data, buffer)

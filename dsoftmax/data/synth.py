@@ -13,7 +13,7 @@ import dask
 import numpy as np
 import zarr
 
-from ..defaults import DEFAULT_CHUNK_ROWS, FEATURE_DTYPES
+from ..defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC, FEATURE_DTYPES
 from .format import Dataset, content_digest, dataset_attrs
 from .open import open_dataset
 from .store import as_url, open_group
@@ -22,6 +22,8 @@ from .write import (
     check_chunk_rows,
     compressors,
     create_row_array,
+    feature_codec,
+    feature_sample_rows,
     prepare_target,
     write_dataset,
     write_row_block,
@@ -103,7 +105,7 @@ def make_classification(
     noise: float = 0.1,
     teacher_seed: int | None = None,
     client: Any = None,
-    codec: str = "zstd",
+    codec: str = DEFAULT_CODEC,
     storage_options: dict | None = None,
     overwrite: bool = False,
 ) -> Dataset:
@@ -161,15 +163,27 @@ def make_classification(
     dtype = str(np.dtype(dtype))
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must be in [0, 1], got {noise!r}.")
-    codecs = compressors(codec)
+    compressors(codec)
+    if codec == "auto":
+        # The first rows of chunk 0 are drawn first, so a shorter draw gives exactly them.
+        n_rows = feature_sample_rows(n_samples, n_features, np.dtype(dtype).itemsize)
+        sample, _ = _teacher_chunk(
+            seed, teacher_seed, 0, n_rows, n_features, n_classes, dtype, noise
+        )
+        X_codec = feature_codec(codec, sample)
+    else:
+        X_codec = codec
     mode = prepare_target(url, storage_options, overwrite)
     group = open_group(url, mode, storage_options)
     targets = {
         "X": create_row_array(
-            group, "X", (n_samples, n_features), np.dtype(dtype), chunk_rows, codecs
+            group, "X", (n_samples, n_features), np.dtype(dtype), chunk_rows,
+            compressors(X_codec),
         ),
-        "y": create_row_array(group, "y", (n_samples,), np.dtype(np.int32), chunk_rows, codecs),
-    }
+        "y": create_row_array(
+            group, "y", (n_samples,), np.dtype(np.int32), chunk_rows, compressors(codec)
+        ),
+    }  # fmt: skip
     digests = compute(
         _generation_tasks(
             targets, n_samples, n_classes, chunk_rows, (seed, teacher_seed), float(noise)
@@ -217,7 +231,7 @@ def load_digits(
     url: str | os.PathLike,
     *,
     chunk_rows: int = 512,
-    codec: str = "zstd",
+    codec: str = DEFAULT_CODEC,
     storage_options: dict | None = None,
     overwrite: bool = False,
 ) -> Dataset:

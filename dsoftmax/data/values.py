@@ -102,12 +102,27 @@ class DatasetStats:
 # ---------------------------------------------------------------------------------------------
 
 
+def all_finite(X: np.ndarray) -> bool:
+    """Whether every value of ``X`` is finite.
+
+    The values of a float32/float64 array are first summed: a NaN or an infinity makes the
+    sum non-finite, and the sum reads ``X`` once without the boolean array of
+    :func:`numpy.isfinite`. Only when the sum is not finite (large finite values may overflow)
+    is every value tested.
+    """
+    if X.size and X.dtype in (np.float32, np.float64):
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.sum(X)):
+                return True
+    return bool(np.isfinite(X).all())
+
+
 def _check_feature_block(X_block: Any, where: str, row_start: int) -> list[BlockProblem]:
     if is_sparse(X_block):
         return [BlockProblem(*problem) for problem in csr_problems(X_block, where, row_start)]
-    finite = np.isfinite(X_block)
-    if finite.all():
+    if all_finite(X_block):
         return []
+    finite = np.isfinite(X_block)
     first_row = row_start + int(np.argmin(finite.all(axis=1)))
     n_bad = int(finite.size - np.count_nonzero(finite))
     return [

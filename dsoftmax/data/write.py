@@ -9,6 +9,7 @@ sha256 of its bytes; the group attributes, with the combined digest, are written
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import uuid
 from collections.abc import Mapping
@@ -17,11 +18,19 @@ from typing import Any
 
 import dask
 import dask.array as da
+import numcodecs.zstd
 import numpy as np
 import zarr
 import zarr.codecs
 
-from ..defaults import CODECS, DEFAULT_CHUNK_ROWS, FEATURE_DTYPES
+from ..defaults import (
+    AUTO_CODEC_MIN_SAVING,
+    AUTO_CODEC_SAMPLE_BYTES,
+    CODECS,
+    DEFAULT_CHUNK_ROWS,
+    DEFAULT_CODEC,
+    FEATURE_DTYPES,
+)
 from .format import ROW_ARRAYS, Dataset, content_digest, dataset_attrs
 from .labels import (
     check_classes,
@@ -42,11 +51,15 @@ __all__ = [
     "check_chunk_rows",
     "compressors",
     "create_row_array",
+    "feature_codec",
+    "feature_sample_rows",
     "prepare_target",
     "write_array",
     "write_dataset",
     "write_row_block",
 ]
+
+logger = logging.getLogger("dsoftmax")
 
 #: The numpy types of the feature dtypes a dataset may hold.
 FEATURE_TYPES = tuple(np.dtype(name) for name in FEATURE_DTYPES)
@@ -72,14 +85,50 @@ def prepare_target(url: str, storage_options: Mapping | None, overwrite: bool) -
 
 
 def compressors(codec: str) -> Any:
-    """The Zarr compressors of ``codec``, one of :data:`~dsoftmax.defaults.CODECS`."""
-    if codec == "zstd":
+    """The Zarr compressors of ``codec``, one of :data:`~dsoftmax.defaults.CODECS`.
+
+    ``"auto"`` is zstd here: labels, weights and sparse arrays compress well. Dense features
+    are decided from a sample by :func:`feature_codec` first.
+    """
+    if codec in ("zstd", "auto"):
         return (zarr.codecs.ZstdCodec(level=1),)
     if codec == "lz4":
         return (zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
     if codec == "none":
         return None
     raise ValueError(f"codec must be one of {list(CODECS)}, got {codec!r}.")
+
+
+def feature_sample_rows(n_rows: int, n_features: int, itemsize: int) -> int:
+    """Rows of the sample :func:`feature_codec` compresses: about
+    :data:`~dsoftmax.defaults.AUTO_CODEC_SAMPLE_BYTES` of the first rows, at least one."""
+    row_bytes = max(1, n_features * itemsize)
+    return max(1, min(n_rows, AUTO_CODEC_SAMPLE_BYTES // row_bytes))
+
+
+def feature_codec(codec: str, sample: np.ndarray) -> str:
+    """The codec that dense features whose first rows are ``sample`` are stored with.
+
+    ``"auto"`` is ``"zstd"`` when zstd level 1 saves at least
+    :data:`~dsoftmax.defaults.AUTO_CODEC_MIN_SAVING` of the sample's bytes (quantized,
+    repeated or mostly-zero features), else ``"none"``: the mantissas of continuous features
+    such as embeddings are noise that zstd saves a few percent of, at the cost of compressing
+    every chunk once and decompressing it on every read. Any other codec is itself.
+    """
+    if codec != "auto":
+        return codec
+    raw = np.ascontiguousarray(sample)
+    if raw.nbytes == 0:
+        return "zstd"
+    saving = 1.0 - len(numcodecs.zstd.compress(raw, 1)) / raw.nbytes
+    chosen = "zstd" if saving >= AUTO_CODEC_MIN_SAVING else "none"
+    logger.info(
+        "dsoftmax: codec auto: zstd saves %.0f %% of the first %d rows' bytes, so X is stored %s",
+        100 * saving,
+        raw.shape[0] if raw.ndim else 1,
+        "with zstd" if chosen == "zstd" else "uncompressed",
+    )
+    return chosen
 
 
 def create_row_array(
@@ -285,7 +334,7 @@ def write_dataset(
     sample_weight: Any = None,
     classes: Any = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    codec: str = "zstd",
+    codec: str = DEFAULT_CODEC,
     storage_options: dict | None = None,
     overwrite: bool = False,
     dtype: str | np.dtype | None = None,
@@ -313,12 +362,15 @@ def write_dataset(
         ``Y``. Every label of ``y`` must be in it.
     chunk_rows : int
         Rows per chunk (the last may be shorter); dask inputs are rechunked to it.
-    codec : {"zstd", "lz4", "none"}
+    codec : {"auto", "zstd", "lz4", "none"}
         Compression: zstd level 1, Blosc-lz4 with byte shuffle, or none ("none" stores the
-        last chunk padded to full size). zstd is the default because real features compress
-        while noise does not, a fit reads the data once and then keeps blocks in memory, and
-        on object stores the bytes moved dominate; "lz4" and "none" decode faster, for data on
-        a fast local disk (``benchmarks/bench_out_of_core.py`` compares them).
+        last chunk padded to full size). ``"auto"`` (default) compresses the first rows of X
+        with zstd (about 1 MiB) and stores X with zstd when that saves at least 20 % of their
+        bytes, uncompressed otherwise (:func:`feature_codec`): continuous features such as
+        embeddings save a few percent at the cost of compressing every chunk once and
+        decompressing it on every read, while quantized or repeated values shrink. Labels,
+        weights and sparse arrays are stored with zstd. "lz4" and "none" decode fastest, for data on
+        a fast local disk; "zstd" moves the fewest bytes (object stores, network file systems).
     storage_options : dict, optional
         fsspec options (credentials, endpoint) for URLs.
     overwrite : bool
@@ -353,7 +405,7 @@ def write_dataset(
     (['a', 'b'], [0, 1, 1])
     """
     url = as_url(url)
-    codecs = compressors(codec)
+    compressors(codec)
     chunk_rows = check_chunk_rows(chunk_rows)
     X = _stored_features(X, dtype)
     inputs = _prepare_inputs(X, y, Y, sample_weight, classes, chunk_rows)
@@ -373,18 +425,28 @@ def write_dataset(
 
         block_nnz = [block.n_nonzero for block in sorted(stats, key=lambda b: b.block_index)]
         digests, csr = write_csr_arrays(
-            group, inputs.arrays, block_nnz, codecs, inputs.scheduler
+            group, inputs.arrays, block_nnz, compressors(codec), inputs.scheduler
         )
     else:
+        codecs = {name: compressors(codec) for name in inputs.arrays}
+        if codec == "auto":
+            codecs["X"] = compressors(feature_codec(codec, _first_rows(inputs)))
         targets = {
             name: create_row_array(
-                group, name, array.shape, array.dtype, array.chunks[0][0], codecs
+                group, name, array.shape, array.dtype, array.chunks[0][0], codecs[name]
             )
             for name, array in inputs.arrays.items()
         }
         digests = compute(_write_tasks(targets, inputs.arrays), scheduler=inputs.scheduler)
     group.attrs.update(dataset_attrs(inputs.classes, content_digest(digests), csr))
     return open_dataset(url, storage_options=storage_options)
+
+
+def _first_rows(inputs: _RowInputs) -> np.ndarray:
+    """The first rows of X that :func:`feature_codec` decides from."""
+    X = inputs.arrays["X"]
+    n_rows = feature_sample_rows(X.shape[0], X.shape[1], X.dtype.itemsize)
+    return np.asarray(compute([X[:n_rows]], scheduler=inputs.scheduler)[0])
 
 
 def write_array(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...defaults import DEFAULT_CHUNK_ROWS
+from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
 from .common import (
     check_feature_columns,
@@ -146,7 +146,7 @@ def convert_csv(
     dtype: str = "float64",
     blocksize: int | str | None = "default",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    codec: str = "zstd",
+    codec: str = DEFAULT_CODEC,
     source_storage_options: dict | None = None,
     storage_options: dict | None = None,
     overwrite: bool = False,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ...defaults import DEFAULT_CHUNK_ROWS
+from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
 from ..write import write_dataset
 
@@ -50,7 +50,7 @@ def convert_numpy(
     label_key: str = "y",
     feature_key: str = "X",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    codec: str = "zstd",
+    codec: str = DEFAULT_CODEC,
     storage_options: dict | None = None,
     overwrite: bool = False,
 ) -> Dataset:

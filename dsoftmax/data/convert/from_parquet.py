@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...defaults import DEFAULT_CHUNK_ROWS
+from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
 from .common import (
     check_feature_columns,
@@ -272,21 +272,25 @@ def _arrow_labels(column: pa.ChunkedArray) -> np.ndarray:
 def _embedding_matrix(
     column: pa.ChunkedArray, n_features: int, dtype: np.dtype, where: str
 ) -> np.ndarray:
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    lists = column.combine_chunks()
+    # A row group read is one chunk: taken as it is, since combining copies even one chunk.
+    lists = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     if lists.null_count:
         first = int(np.argmax(lists.is_null().to_numpy(zero_copy_only=False)))
         raise ValueError(
             f"embedding column of {where} has {lists.null_count} missing row(s), first at row "
             f"{first} of the row group; drop those rows or fill them in."
         )
-    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
-    wrong = lengths != n_features
+    if pa.types.is_fixed_size_list(lists.type):
+        wrong = np.zeros(0, dtype=bool)  # every row has the type's length, read from the schema
+    else:
+        wrong = pc.list_value_length(lists).to_numpy(zero_copy_only=False) != n_features
     if wrong.any():
         first = int(np.argmax(wrong))
         raise ValueError(
-            f"embedding column of {where} has rows of {int(lengths[first])} values where "
+            f"embedding column of {where} has rows of {len(lists[first])} values where "
             f"{n_features} are expected (the first row's length), first at row {first} of the "
             "row group; every embedding must have the same length."
         )
@@ -350,7 +354,7 @@ def convert_parquet(
     embedding_column: str | None = None,
     dtype: str | None = None,
     chunk_rows: int | None = None,
-    codec: str = "zstd",
+    codec: str = DEFAULT_CODEC,
     source_storage_options: dict | None = None,
     storage_options: dict | None = None,
     overwrite: bool = False,

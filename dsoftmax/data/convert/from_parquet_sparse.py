@@ -18,7 +18,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ...defaults import DEFAULT_CHUNK_ROWS
+from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
 from ..sparse import canonical_csr, empty_csr, index_dtype
 from .common import (
@@ -217,7 +217,7 @@ def convert_parquet_sparse(
     n_features: int | None = None,
     dtype: str | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    codec: str = "zstd",
+    codec: str = DEFAULT_CODEC,
     source_storage_options: dict | None = None,
     storage_options: dict | None = None,
     overwrite: bool = False,

@@ -29,7 +29,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ...defaults import DEFAULT_CHUNK_ROWS
+from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
 from ..sparse import empty_csr, index_dtype
 from .common import (
@@ -251,7 +251,7 @@ def convert_svmlight(
     layout: str = "auto",
     max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    codec: str = "zstd",
+    codec: str = DEFAULT_CODEC,
     storage_options: dict | None = None,
     overwrite: bool = False,
 ) -> Dataset:

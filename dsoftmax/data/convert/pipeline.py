@@ -37,7 +37,15 @@ from ..labels import check_classes, encode_labels
 from ..open import open_dataset
 from ..store import filesystem, is_local, open_group, store_location
 from ..values import BlockStats, block_stats, combine_stats
-from ..write import check_chunk_rows, compressors, create_row_array, prepare_target, write_row_block
+from ..write import (
+    check_chunk_rows,
+    compressors,
+    create_row_array,
+    feature_codec,
+    feature_sample_rows,
+    prepare_target,
+    write_row_block,
+)
 from .common import LabelSummary, check_label_values, classes_from
 from .runner import Runner, default_client
 
@@ -271,6 +279,11 @@ def read_row_count(piece: _ReadPiece) -> int:
     return piece.n_rows
 
 
+def first_rows(piece: _ReadPiece, n_rows: int) -> np.ndarray:
+    """The piece's first rows of X, which ``codec="auto"`` decides from."""
+    return np.array(piece.X[:n_rows])
+
+
 def _identity(value: Any) -> Any:
     return value
 
@@ -443,27 +456,52 @@ class _Pass:
     def _create_features(self, n_rows: int) -> None:
         """Create X with chunks of ``min(chunk_rows, n_rows)`` rows, as
         :func:`~dsoftmax.data.write_dataset` makes them: for a source of unknown length,
-        once a chunk's worth of rows is read, or every row."""
+        once a chunk's worth of rows is read, or every row; with ``codec="auto"``, once the
+        first piece that has rows is read."""
         if n_rows == 0:
             raise ValueError(f"{self.plan.source} has no rows; there is nothing to convert.")
         self.chunk_rows = min(self.plan.chunk_rows, n_rows)
         self.group = self.output.group()
         self.X = create_row_array(
             self.group, "X", (n_rows, self.plan.n_features), self.plan.dtype, self.chunk_rows,
-            compressors(self.plan.codec),
+            compressors(self._features_codec()),
         )  # fmt: skip
+
+    def _first_piece_with_rows(self) -> int | None:
+        """The first piece that has rows, when every piece before it is known to have none."""
+        for index, n_rows in enumerate(self.rows):
+            if n_rows is None:
+                return None
+            if n_rows:
+                return index
+        return None
+
+    def _sample_read(self) -> bool:
+        """Whether X's codec can be chosen: it is given, or the first piece with rows is read."""
+        if self.plan.codec != "auto":
+            return True
+        return self._first_piece_with_rows() in self.reads
+
+    def _features_codec(self) -> str:
+        if self.plan.codec != "auto":
+            return self.plan.codec
+        index = self._first_piece_with_rows()
+        row_bytes = (self.plan.n_features, self.plan.dtype.itemsize)
+        n_rows = feature_sample_rows(self.rows[index], *row_bytes)
+        sample = self.runner.fetch(first_rows, self.reads[index], n_rows)
+        return feature_codec("auto", sample)
 
     # -- submitting -----------------------------------------------------------------------
 
     def _busy(self) -> int:
-        """Pieces in memory or being converted. Pieces read before X exists are left out:
-        they hold less than a chunk's worth of rows in all."""
+        """Pieces in memory or being converted. Pieces of a source of unknown length read
+        before X exists are left out: they hold less than a chunk's worth of rows in all."""
         converting = sum(kind != "join" for kind, _ in self.running.values())
-        return converting + (len(self.reads) if self.X is not None else 0)
+        return converting + (len(self.reads) if self.X is not None or self.known else 0)
 
     def _submit_piece(self, index: int) -> None:
         piece = self.pieces[index]
-        if self.known:
+        if self.known and self.X is not None:
             handle = self.runner.submit(
                 convert_piece, self.reader, piece, self.plan.label_column, self.X,
                 self.starts[index], self.chunk_rows, self._known_rows(),
@@ -478,12 +516,13 @@ class _Pass:
         while len(self.starts) < len(self.pieces) and self.rows[len(self.starts)] is not None:
             self.starts.append(self._known_rows())
         if self.X is None:
-            if self._known_rows() < self.plan.chunk_rows and not all_read:
+            enough = self.known or all_read or self._known_rows() >= self.plan.chunk_rows
+            if not (enough and (self._known_rows() == 0 or self._sample_read())):
                 return
             self._create_features(self._known_rows())
         if self.X.shape[0] < self._known_rows():
             self.X.resize((self._known_rows(), self.plan.n_features))
-        n_total = self._known_rows() if all_read else None
+        n_total = self._known_rows() if all_read or self.known else None
         for index in sorted(i for i in self.reads if i < len(self.starts)):
             read = self.reads.pop(index)
             handle = self.runner.submit(
@@ -507,7 +546,7 @@ class _Pass:
 
     def run(self) -> tuple[list[dict[str, str]], np.ndarray]:
         """Convert every piece; return the chunks' digests and the classes."""
-        if self.known:
+        if self.known and (self.plan.codec != "auto" or self._known_rows() == 0):
             self._create_features(self._known_rows())
         window = self.runner.slots + 1
         next_piece = 0
@@ -517,7 +556,7 @@ class _Pass:
                 next_piece += 1
             for handle in self.runner.wait_any(list(self.running)):
                 self._finished(handle)
-            if not self.known:
+            if self.reads or self.X is None:
                 reading = any(kind == "read" for kind, _ in self.running.values())
                 self._write_reads(all_read=next_piece == len(self.pieces) and not reading)
             self._join_ready_chunks()
@@ -526,7 +565,8 @@ class _Pass:
     def _finished(self, handle: Any) -> None:
         kind, index = self.running.pop(handle)
         if kind == "read":
-            self.rows[index] = self.runner.fetch(read_row_count, handle)
+            if self.rows[index] is None:
+                self.rows[index] = self.runner.fetch(read_row_count, handle)
             self.reads[index] = handle
         elif kind == "piece":
             summary = self.runner.fetch(piece_summary, handle)

@@ -70,11 +70,11 @@ class Runner:
             return done
         return self.submit(function, handle, *args)
 
-    def fetch(self, function: Callable, handle: Any) -> Any:
-        """``function(result)`` of a finished task, brought to this process."""
+    def fetch(self, function: Callable, handle: Any, *args: Any) -> Any:
+        """``function(result, *args)`` of a finished task, brought to this process."""
         if self._pool is not None:
-            return function(handle.result())
-        return self.submit(function, handle).result()
+            return function(handle.result(), *args)
+        return self.submit(function, handle, *args).result()
 
     def wait_any(self, handles: Sequence[Any]) -> set:
         """The handles among ``handles`` that are done, once at least one is."""
