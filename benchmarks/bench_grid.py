@@ -46,6 +46,7 @@ from .common import (
     markdown_table,
     measure_interleaved,
     start_cluster,
+    stored_codec,
     teacher_dataset,
     worker_max_rss,
     worker_processes,
@@ -220,7 +221,7 @@ def run(config: GridConfig, workdir: Path) -> Section:
         )
         sklearn = _against_sklearn(client, config)
         wide = _wide_memory(client, config, workdir)
-    return _section(config, timings, fits, sklearn, wide)
+    return _section(config, timings, fits, sklearn, wide, stored_codec(dataset))
 
 
 def _iterations(model: Any) -> str:
@@ -232,7 +233,7 @@ def _iterations(model: Any) -> str:
 
 def _section(
     config: GridConfig, timings: dict[str, Timing], fits: dict[str, Any], sklearn: dict,
-    wide: dict,
+    wide: dict, codec: str,
 ) -> Section:  # fmt: skip
     one = timings["one fit"].median
     rows = [
@@ -268,7 +269,7 @@ def _section(
     body = "\n".join(
         [
             f"{config.n_samples:,} × {config.n_features}, {config.n_classes} classes, chunks of "
-            f"{config.chunk_rows:,} rows (zstd); λ log-spaced from {config.smallest_l2:g} to "
+            f"{config.chunk_rows:,} rows ({codec}); λ log-spaced from {config.smallest_l2:g} to "
             f"{config.largest_l2:g}; at most {config.max_iter} iterations per model; "
             f"{config.n_workers} local workers. The fits take turns, {config.repeat} rounds "
             "after a warm-up round; each opens the store and fits from it, the load included.",

@@ -32,6 +32,7 @@ from .common import (
     connect,
     markdown_table,
     start_cluster,
+    stored_codec,
     teacher_dataset,
     worker_processes,
 )
@@ -118,7 +119,8 @@ def run(config: HalfConfig, workdir: Path) -> Section:
             for name, url in stores.items():
                 fits[name].append(_fit(client, url, config))
         sizes = {name: _store_bytes(Path(url)) for name, url in stores.items()}
-    return _section(config, fits, sizes)
+        codecs = {"float32": stored_codec(single), "float16": stored_codec(half)}
+    return _section(config, fits, sizes, codecs)
 
 
 def _store_bytes(path: Path) -> int:
@@ -126,14 +128,18 @@ def _store_bytes(path: Path) -> int:
 
 
 def _section(
-    config: HalfConfig, fits: dict[str, list[dict[str, Any]]], sizes: dict[str, int]
+    config: HalfConfig,
+    fits: dict[str, list[dict[str, Any]]],
+    sizes: dict[str, int],
+    codecs: dict[str, str],
 ) -> Section:
     seconds = {name: Timing(tuple(f["seconds"] for f in runs)) for name, runs in fits.items()}
     growth = {
         name: float(np.median([f["growth"] for f in runs])) for name, runs in fits.items()
     }
     rows = [
-        [f"{name} store ({sizes[name] / MIB:.0f} MiB on disk)", *seconds[name].cells(),
+        [f"{name} store ({sizes[name] / MIB:.0f} MiB on disk, {codecs[name]})",
+         *seconds[name].cells(),
          f"{growth[name] / MIB:.0f}", "/".join(str(f["n_iter"]) for f in fits[name]),
          f"{fits[name][-1]['loss']:.9f}",
          f"{seconds[name].median / seconds['float32'].median:.2f}",
@@ -149,7 +155,8 @@ def _section(
     body = "\n".join(
         [
             f"{config.n_samples:,} × {config.n_features}, {config.n_classes} classes, chunks of "
-            f"{config.chunk_rows:,} rows (zstd), λ = {config.l2:g}, no intercept, at most "
+            f"{config.chunk_rows:,} rows (the default codec), λ = {config.l2:g}, no intercept, "
+            "at most "
             f"{config.max_iter} iterations; {config.n_workers} local workers. Each fit opens "
             "the store and fits from it, the load included; the two stores take turns, "
             f"{config.repeat} fits each after a warm-up fit of each. Memory: the largest growth "

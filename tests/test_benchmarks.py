@@ -181,7 +181,7 @@ def test_the_grid_section_turns_its_medians_and_memory_into_the_four_verdicts():
     wide = {"seconds": 1.0, "client_growth": 30 * common.MIB, "worker_growth": 2 * common.MIB,
             "worker_peak": 100 * common.MIB, "stack_bytes": 8 * common.MIB, "at_once": 9,
             "bound": 24 * common.MIB}  # fmt: skip
-    section = bench_grid._section(bench_grid.QUICK, timings, fits, sklearn, wide)
+    section = bench_grid._section(bench_grid.QUICK, timings, fits, sklearn, wide, "none")
     assert section.title.startswith("9. ")
     assert [v.value for v in section.verdicts] == [2.5, 10.0, 0.1, 1.25]
     assert [v.passed for v in section.verdicts] == [True, False, True, False]
