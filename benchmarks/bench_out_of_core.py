@@ -50,6 +50,7 @@ from .common import (
     measure_interleaved,
     plural,
     start_cluster,
+    stored_codec,
     teacher_dataset,
     worker_max_rss,
     worker_processes,
@@ -541,7 +542,8 @@ def _section(
         [
             f"{config.n_samples:,} × {config.n_features} float32, {config.n_classes} classes, "
             f"{len(dataset.chunk_rows)} chunks of {config.chunk_rows:,} rows: {raw / 2**30:.2f} "
-            f"GiB raw, {stored / 2**30:.2f} GiB stored (zstd), {make_text}. Cluster: "
+            f"GiB raw, {stored / 2**30:.2f} GiB stored ({stored_codec(dataset)}), {make_text}. "
+            "Cluster: "
             f"{config.n_workers} workers × {config.memory_limit} (1 thread each), "
             f"{total_limit / 2**30:.2f} GiB in all: the data is {raw / total_limit:.2f}× the "
             f"workers' memory ({scale_note}). "
