@@ -1,15 +1,14 @@
 """``SoftmaxRegression``: the scikit-learn face of the trainer.
 
-It validates its inputs and hyper-parameters, picks the data plane (in-process for NumPy input
-with no Dask client around, the Dask engine otherwise), runs :func:`dsoftmax.training.train` and
-stores the fitted attributes. Predictions on Dask arrays or datasets stay lazy.
+The fit is :class:`dsoftmax.trainer.SoftmaxTrainer`'s (hyper-parameters and inputs checked, the
+data plane picked, :func:`dsoftmax.training.train` run, the fitted attributes set); this class
+adds scikit-learn's contract: ``get_params``/``set_params``, tags, ``partial_fit``, predictions
+and scores (lazy on Dask arrays and datasets), the export to ``LogisticRegression``, loading.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
-from dataclasses import asdict, replace
 from typing import Any
 
 import dask.array as da
@@ -21,26 +20,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import prediction
 from .data import Dataset
-from .data.inputs import PreparedData, prepare_data
-from .engine import DaskEngine, EngineProblem, LocalEngine
-from .fitting import (
-    check_streamed_minibatches,
-    fits_this_process,
-    json_params,
-    resolve_client,
-)
+from .data.inputs import prepare_data
+from .fitting import resolve_client
 from .objective import Params
-from .persist import (
-    Checkpoint,
-    CheckpointManager,
-    FittedModel,
-    ModelFileError,
-    check_resumable,
-    load_fitted_model,
-    save_fitted_model,
-)
-from .training import CheckpointHook, TrainConfig, TrainingState, train
-from .validation import check_hyper_parameters, is_integer, seed_of
+from .persist import ModelFileError, load_fitted_model
+from .trainer import SoftmaxTrainer
+from .training import TrainConfig
+from .validation import check_hyper_parameters
 
 logger = logging.getLogger("dsoftmax")
 
@@ -55,7 +41,7 @@ def _uses_minibatches(model: SoftmaxRegression) -> bool:
     return True
 
 
-class SoftmaxRegression(ClassifierMixin, BaseEstimator):
+class SoftmaxRegression(ClassifierMixin, BaseEstimator, SoftmaxTrainer):
     """Multinomial logistic (softmax) regression with L2 penalty, trained data-parallel on Dask.
 
     Minimizes ``J(W, b) = mean_i(-log softmax(W x_i + b)[y_i]) + l2 · ‖W‖²_F`` (weighted mean with
@@ -167,60 +153,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
     True
     """
 
-    def __init__(
-        self,
-        *,
-        l2: float = 1e-4,
-        fit_intercept: bool = True,
-        solver: str = "lbfgs",
-        batch_size: int = 8192,
-        learning_rate: float = 0.01,
-        lr_schedule: str = "constant",
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        max_iter: int = 100,
-        tol: float = 1e-4,
-        early_stopping: bool = False,
-        validation_fraction: float = 0.1,
-        n_iter_no_change: int = 5,
-        class_weight: Any = None,
-        random_state: Any = None,
-        shuffle_window: int | None = None,
-        warm_start: bool = False,
-        client: Any = None,
-        chunk_rows: int | str = "auto",
-        hold_data: str = "auto",
-        checkpoint_dir: str | None = None,
-        checkpoint_every: int | None = None,
-        keep_checkpoints: int = 3,
-        storage_options: dict | None = None,
-        verbose: int = 0,
-    ) -> None:
-        self.l2 = l2
-        self.fit_intercept = fit_intercept
-        self.solver = solver
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.lr_schedule = lr_schedule
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.max_iter = max_iter
-        self.tol = tol
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.class_weight = class_weight
-        self.random_state = random_state
-        self.shuffle_window = shuffle_window
-        self.warm_start = warm_start
-        self.client = client
-        self.chunk_rows = chunk_rows
-        self.hold_data = hold_data
-        self.checkpoint_dir = checkpoint_dir
-        self.checkpoint_every = checkpoint_every
-        self.keep_checkpoints = keep_checkpoints
-        self.storage_options = storage_options
-        self.verbose = verbose
+    convergence_warning = ConvergenceWarning
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -228,95 +161,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ fitting
-    def fit(
-        self, X: Any, y: Any = None, sample_weight: Any = None, *, resume: bool | int = False
-    ) -> SoftmaxRegression:
-        """Fit the model.
-
-        Parameters
-        ----------
-        X : ndarray, dask array of shape (n_samples, n_features), or Dataset
-            A :class:`dsoftmax.data.Dataset` brings its own labels (and sample weights).
-        y : array-like of shape (n_samples,), optional
-            Class labels of any type; or probability rows of shape (n_samples, n_classes).
-        sample_weight : array-like of shape (n_samples,), optional
-        resume : bool or int, default=False
-            True: continue from the newest valid checkpoint in ``checkpoint_dir`` (damaged ones
-            are skipped with a warning naming each; start afresh when there is none). A step
-            number: continue from the checkpoint of that step. sgd/adam then end with the same
-            weights, bit for bit, as an uninterrupted fit; L-BFGS restarts its curvature memory
-            from the checkpointed weights.
-
-        Returns
-        -------
-        self
-        """
-        config = self._train_config()
-        data = prepare_data(X, y, sample_weight, classes=None)
-        config, resume_state, hook = self._checkpointing(data, config, resume)
-        warm = self.warm_start and hasattr(self, "coef_")
-        self._fit_prepared(
-            data,
-            config,
-            warm=warm,
-            optimizer_state=None,
-            partial=False,
-            resume=resume_state,
-            checkpoint=hook,
-        )
-        return self
-
-    def _checkpointing(
-        self, data: PreparedData, config: TrainConfig, resume: bool | int
-    ) -> tuple[TrainConfig, TrainingState | None, CheckpointHook | None]:
-        """The config, the state to resume from and the checkpoint hook of a fit."""
-        if (
-            resume is not True
-            and resume is not False
-            and (not is_integer(resume) or resume < 0)
-        ):
-            raise TypeError(
-                f"resume must be True, False or the step number of a checkpoint, got {resume!r}."
-            )
-        if self.checkpoint_dir is None:
-            if resume is not False:
-                raise ValueError(
-                    f"resume={resume!r} needs checkpoint_dir: where the checkpoints are."
-                )
-            return config, None, None
-        manager = CheckpointManager(
-            self.checkpoint_dir,
-            keep=int(self.keep_checkpoints),
-            storage_options=self.storage_options,
-        )
-        description = data.describe()
-        if resume is False and manager.steps():
-            raise ValueError(
-                f"checkpoint_dir {self.checkpoint_dir!r} already holds checkpoints (newest: step "
-                f"{manager.steps()[-1]}); pass resume=True to continue that fit, or use an empty "
-                "directory. Nothing was changed."
-            )
-        if resume is False:
-            found = None
-        else:  # the newest valid checkpoint, or the one of the step asked for
-            found = manager.latest() if resume is True else manager.load(int(resume))
-        if found is not None:
-            if self.random_state is None and "random_state" in found.config:
-                # The seed of the interrupted fit, drawn at random then, decides the batches.
-                config = replace(config, random_state=found.config["random_state"])
-            check_resumable(found, description, asdict(config), manager.directory)
-            logger.info(
-                "dsoftmax: resuming from step %d in %s", found.state.step, manager.directory
-            )
-        config_record = asdict(config)
-
-        def save(state: TrainingState) -> None:
-            path = manager.save(Checkpoint(state, config_record, description))
-            logger.info("dsoftmax: checkpoint at step %d: %s", state.step, path)
-
-        every = None if self.checkpoint_every is None else int(self.checkpoint_every)
-        return config, None if found is None else found.state, CheckpointHook(save, every)
-
     @available_if(_uses_minibatches)
     def partial_fit(
         self, X: Any, y: Any = None, classes: Any = None, sample_weight: Any = None
@@ -351,176 +195,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             epoch=0 if first_call else self.n_iter_,
         )
         return self
-
-    def _fit_prepared(
-        self,
-        data: PreparedData,
-        config: TrainConfig,
-        *,
-        warm: bool,
-        optimizer_state: Any,
-        partial: bool,
-        epoch: int = 0,
-        resume: TrainingState | None = None,
-        checkpoint: CheckpointHook | None = None,
-    ) -> None:
-        if warm and self.n_features_in_ != data.n_features:
-            raise ValueError(
-                f"X has {data.n_features} features, but SoftmaxRegression is expecting "
-                f"{self.n_features_in_} features as input (from the previous fit); refit with "
-                "warm_start=False for new data."
-            )
-        engine = self._make_engine(data)
-        try:
-            check_streamed_minibatches(engine, config)
-            problem = EngineProblem(engine, config.l2, self._class_weight_vector(data))
-            params = self._initial_params(data, warm)
-            result = train(
-                problem,
-                params,
-                config,
-                float32_data=data.dtype.itemsize <= 4,
-                optimizer_state=optimizer_state,
-                start_epoch=epoch,
-                resume=resume,
-                checkpoint=checkpoint,
-            )
-        finally:
-            engine.close()
-        self._store_result(data, result, partial=partial, first_epoch=epoch == 0)
-
-    def _store_result(
-        self, data: PreparedData, result: Any, *, partial: bool, first_epoch: bool
-    ) -> None:
-        """Set the fitted attributes; ``partial_fit`` extends the curves instead of resetting.
-
-        ``coef_`` and ``intercept_`` take the dtype of the training features (float32 or
-        float64), as scikit-learn's estimators do; the fit's float64 result is kept privately,
-        so that a warm start or the next ``partial_fit`` continues from it unrounded.
-        """
-        accumulate = partial and not first_epoch
-        params = result.params
-        intercept = params.intercept
-        if intercept is not None:
-            # Softmax is unchanged by a constant added to every class's intercept: center it.
-            intercept = intercept - intercept.mean()
-        coef = np.asarray(params.coef, dtype=np.float64)
-        intercept = (
-            np.zeros(data.n_classes) if intercept is None else np.asarray(intercept, np.float64)
-        )
-        self._fitted_float64 = Params(coef, intercept)
-        dtype = np.float32 if data.dtype.itemsize <= 4 else np.float64
-        self.coef_ = coef.astype(dtype, copy=False)
-        self.intercept_ = intercept.astype(dtype, copy=False)
-        self.classes_ = data.classes
-        self.n_features_in_ = data.n_features
-        previous = getattr(self, "loss_curve_", []) if accumulate else []
-        self.loss_curve_ = list(previous) + list(result.loss_curve)
-        previous_scores = getattr(self, "validation_scores_", []) if accumulate else []
-        self.validation_scores_ = list(previous_scores) + list(result.validation_curve)
-        self.n_iter_ = (getattr(self, "n_iter_", 0) if accumulate else 0) + result.n_iter
-        self._optimizer_state = result.optimizer_state
-        # partial_fit runs one epoch by design: not converging there is no news.
-        if not result.converged and not partial:
-            warnings.warn(
-                f"{self.solver} failed to converge in max_iter={self.max_iter} "
-                f"{'iterations' if self.solver == 'lbfgs' else 'epochs'}"
-                f"{': ' + result.message if result.message else ''}; increase max_iter or tol"
-                f"{', or standardize the features' if self.solver == 'lbfgs' else ''}.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-
-    def _make_engine(self, data: PreparedData, folds: np.ndarray | None = None) -> Any:
-        """The engine of a fit: in this process for NumPy input, and for Dask input that fits
-        this machine's memory, when no Dask client is given or active; else on the cluster.
-        The load pass of Dask input also checks the values (``data.stats``). ``folds``: the
-        rows' fold codes of a cross-validated grid, held with the blocks."""
-        client = resolve_client(self.client, needs_cluster=False)
-        if client is None and data.is_lazy:
-            arrays = (data.X, data.labels, data.sample_weight)
-            fits, reason = fits_this_process(*arrays, self.hold_data)
-            logger.info("dsoftmax: %s", reason)
-            if not fits:
-                client = resolve_client(None, needs_cluster=True)
-        if client is None and not data.is_lazy:
-            return LocalEngine(
-                data.X, data.labels, data.sample_weight,
-                chunk_rows=data.block_rows(self.chunk_rows), folds=folds,
-            )  # fmt: skip
-        X, labels, weights = data.as_dask(data.block_rows(self.chunk_rows))
-        if folds is not None:
-            folds = da.from_array(folds, chunks=(X.chunks[0],))
-        if client is None:
-            engine = LocalEngine(X, labels, weights, progress=self.verbose > 0, folds=folds)
-        else:
-            engine = DaskEngine(
-                client, X, labels, weights, hold=self.hold_data, n_classes=data.n_classes,
-                folds=folds,
-            )  # fmt: skip
-            engine.show_load(self.verbose > 0)
-        try:
-            stats = engine.block_stats(data.n_classes)
-            from .data import combine_stats
-
-            data.stats = combine_stats(stats, data.name)
-        except BaseException:
-            engine.close()
-            raise
-        return engine
-
-    def _class_weight_vector(self, data: PreparedData) -> np.ndarray | None:
-        if self.class_weight is None:
-            return None
-        if isinstance(self.class_weight, str):
-            totals = data.class_totals()
-            if np.any(totals <= 0):
-                missing = data.classes[totals <= 0].tolist()
-                raise ValueError(
-                    f"class_weight='balanced' needs every class present; missing {missing}."
-                )
-            return totals.sum() / (data.n_classes * totals)
-        weights = np.ones(data.n_classes)
-        for label, weight in self.class_weight.items():
-            position = np.flatnonzero(data.classes == label)
-            if position.size == 0:
-                raise ValueError(
-                    f"class_weight names label {label!r}, which is not among the classes "
-                    f"{data.classes.tolist()}."
-                )
-            weights[position[0]] = float(weight)
-        return weights
-
-    def _initial_params(self, data: PreparedData, warm: bool) -> Params:
-        if warm:
-            # A loaded model has only its public weights to start from.
-            coef, intercept = getattr(self, "_fitted_float64", (self.coef_, self.intercept_))
-            return Params(
-                np.array(coef, dtype=np.float64),
-                np.array(intercept, dtype=np.float64) if self.fit_intercept else None,
-            )
-        coef = np.zeros((data.n_classes, data.n_features))
-        return Params(coef, np.zeros(data.n_classes) if self.fit_intercept else None)
-
-    def _train_config(self) -> TrainConfig:
-        check_hyper_parameters(self.get_params(deep=False))
-        return TrainConfig(
-            solver=self.solver,
-            l2=float(self.l2),
-            max_iter=int(self.max_iter),
-            tol=float(self.tol),
-            batch_size=int(self.batch_size),
-            learning_rate=float(self.learning_rate),
-            lr_schedule=self.lr_schedule,
-            momentum=float(self.momentum),
-            nesterov=bool(self.nesterov),
-            early_stopping=bool(self.early_stopping),
-            validation_fraction=float(self.validation_fraction),
-            n_iter_no_change=int(self.n_iter_no_change),
-            random_state=seed_of(self.random_state),
-            shuffle_window=None if self.shuffle_window is None else int(self.shuffle_window),
-            verbose=int(self.verbose),
-        )
 
     # -------------------------------------------------------------- predicting
     def decision_function(self, X: Any) -> Any:
@@ -615,16 +289,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         path take turns. ``client``, ``storage_options`` and ``checkpoint_dir`` are not saved.
         """
         check_is_fitted(self)
-        fitted = FittedModel(
-            params=json_params(self.get_params()),
-            classes=self.classes_,
-            coef=self.coef_,
-            intercept=self.intercept_,
-            n_iter=int(self.n_iter_),
-            loss_curve=[float(v) for v in self.loss_curve_],
-            validation_scores=self.validation_scores_,
-        )
-        save_fitted_model(path, fitted, storage_options=storage_options)
+        super().save(path, storage_options=storage_options)
 
     @classmethod
     def load(cls, path: str, *, storage_options: dict | None = None) -> SoftmaxRegression:

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from .data import combine_stats
 from .data.labels import encode_labels
-from .engine import DaskEngine, LocalEngine
+from .engine import LocalEngine
+from .fitting import resolve_client
 from .objective import Params
 from .sampling import rows_to_blocks
 
@@ -186,11 +187,12 @@ def _engine(client: Any, X: Any, labels: Any, sample_weight: Any) -> Any:
     input, else in this process (Dask input then read block by block)."""
     if not isinstance(X, da.Array):
         return LocalEngine(X, labels, sample_weight)
-    from .cluster import active_client
-
-    client = client if client is not None else active_client()
+    if client is None:
+        client = resolve_client(None, needs_cluster=False)
     if client is None:
         return LocalEngine(X, labels, sample_weight, hold="stream")
+    from .engine import DaskEngine
+
     return DaskEngine(client, X, labels, sample_weight, name="dsoftmax-evaluate")
 
 

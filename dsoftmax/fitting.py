@@ -3,6 +3,7 @@ this process, the check of streamed minibatches, and the hyper-parameters a mode
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import dask
@@ -39,6 +40,8 @@ def fits_this_process(
 
 def resolve_client(client: Any, *, needs_cluster: bool) -> Any:
     """The Dask client to use, or None for in-process fitting of in-memory data."""
+    if client is None and not needs_cluster and "distributed" not in sys.modules:
+        return None  # no client can be active before distributed is imported
     from . import cluster
 
     if client is not None:

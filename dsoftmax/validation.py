@@ -241,13 +241,18 @@ def check_seed(seed: object, name: str = "seed") -> int:
 
 def seed_of(random_state: Any) -> int:
     """The integer seed of a fit: ``random_state`` itself when it is an int, else a draw from
-    scikit-learn's ``check_random_state(random_state)`` (None, a RandomState)."""
+    scikit-learn's ``check_random_state(random_state)`` (None: NumPy's global RandomState, as
+    there; a RandomState)."""
     if is_integer(random_state):
         return int(random_state)
     import numpy as np
+
+    high = np.iinfo(np.int32).max
+    if random_state is None:
+        return int(np.random.randint(high))  # noqa: NPY002 (the global RandomState, as there)
     from sklearn.utils import check_random_state
 
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+    return int(check_random_state(random_state).randint(high))
 
 
 def check_nesterov(

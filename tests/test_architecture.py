@@ -68,6 +68,11 @@ def test_the_checker_sees_the_imports_it_is_given():
     assert "dsoftmax.kernels" in _imports(PACKAGE / "engine" / "blocks.py")
 
 
+def test_the_trainer_never_imports_scikit_learn_or_the_faces():
+    # dsoftmax train fits with the trainer alone; test_cli_start checks the whole import chain.
+    assert _violations("trainer", {"estimator", "cli"}, ("sklearn",)) == []
+
+
 def test_the_training_loop_never_imports_an_engine():
     assert _violations("training", {"engine", "data", "estimator", "cli"}) == []
 

@@ -113,6 +113,13 @@ def test_seed_of_takes_ints_as_they_are_and_draws_from_a_random_state():
     assert 0 <= seed_of(None) < np.iinfo(np.int32).max
     with pytest.raises(ValueError, match="cannot be used to seed"):
         seed_of("zero")
+    # None draws from NumPy's global RandomState, as scikit-learn's check_random_state(None).
+    from sklearn.utils import check_random_state
+
+    np.random.seed(5)  # noqa: NPY002 (the global state is what is tested)
+    drawn = seed_of(None)
+    np.random.seed(5)  # noqa: NPY002 (the global state is what is tested)
+    assert drawn == check_random_state(None).randint(np.iinfo(np.int32).max)
 
 
 def test_the_nesterov_rule_speaks_in_the_callers_names():

@@ -119,10 +119,12 @@ def _checked(model: Any, check: Any) -> Any:
     return model
 
 
-def _estimator_from(args: argparse.Namespace) -> Any:
-    from ..estimator import SoftmaxRegression
+def _trainer_from(args: argparse.Namespace) -> Any:
+    """The trainer of ``dsoftmax train``: the fit of ``SoftmaxRegression`` without scikit-learn,
+    whose import would take a third of the command's start."""
+    from ..trainer import SoftmaxTrainer
 
-    model = SoftmaxRegression(
+    model = SoftmaxTrainer(
         l2=args.l2,
         learning_rate=args.learning_rate,
         early_stopping=args.early_stopping,
@@ -148,14 +150,14 @@ def _check_model_target(url: str, storage_options: dict | None) -> None:
 def _fit(
     model: Any, data: Any, resume: bool | int = False, command_line: list | None = None
 ) -> str | None:
-    """Fit; return the ConvergenceWarning's message instead of letting it print, or None.
-    ``command_line`` (the command's arguments) gives the command that resumes the fit."""
-    from sklearn.exceptions import ConvergenceWarning
-
+    """Fit; return the message of the model's ``convergence_warning`` instead of letting it
+    print, or None. ``command_line`` (the command's arguments) gives the command that resumes
+    the fit."""
+    convergence_warning = model.convergence_warning
     # Read before the fit: a client that lost its scheduler no longer knows the address.
     address = _scheduler_address(model.client)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+        warnings.simplefilter("always", convergence_warning)
         try:
             model.fit(data, resume=resume)
         except (ValueError, TypeError, FloatingPointError):
@@ -165,7 +167,7 @@ def _fit(
             raise RuntimeError(_stopped_message(model, error, command_line, address)) from error
     message = None
     for warning in caught:
-        if issubclass(warning.category, ConvergenceWarning):
+        if issubclass(warning.category, convergence_warning):
             message = str(warning.message)
         else:
             warnings.warn_explicit(
@@ -216,7 +218,7 @@ def _iterations(solver: str, n_iter: int) -> str:
 
 def _not_converged(solver: str, max_iter: int) -> str:
     """The warning of a fit that stopped at ``--max-iter``, its fix in the command's options
-    (the ConvergenceWarning's own message names the Python parameters)."""
+    (the warning's own message names the Python parameters)."""
     units = "iterations" if solver == "lbfgs" else "epochs"
     return (
         f"{solver} did not converge in max_iter={max_iter} {units}; the model is saved as it "
@@ -261,7 +263,7 @@ def cmd_train(args: argparse.Namespace, cluster: CommandCluster) -> int:
 
     if wants_search(args):
         return cmd_train_search(args, cluster)
-    model = _estimator_from(args)
+    model = _trainer_from(args)
     dataset, not_converged, elapsed = _fit_on_cluster(model, args, cluster)
     if not_converged:
         logger.info("dsoftmax: %s", one_line(not_converged))

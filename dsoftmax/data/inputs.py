@@ -26,8 +26,6 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-from sklearn.utils import assert_all_finite, check_array, column_or_1d
-from sklearn.utils.multiclass import check_classification_targets
 
 from ..defaults import BALANCED_BLOCK_COUNTS, DEFAULT_CHUNK_ROWS, MIN_BALANCED_BLOCK_ROWS
 from .format import Dataset
@@ -298,6 +296,10 @@ def _classes(y: np.ndarray | da.Array, classes: Any) -> np.ndarray:
 
 
 def _from_numpy(X: Any, y: Any, sample_weight: Any, classes: Any) -> PreparedData:
+    # Imported here: a fit from a dataset (the command line's) does without scikit-learn.
+    from sklearn.utils import assert_all_finite, check_array, column_or_1d
+    from sklearn.utils.multiclass import check_classification_targets
+
     if y is None:
         raise ValueError(_Y_REQUIRED)
     X = check_array(

@@ -13,9 +13,12 @@ Both engines offer ``sums``, ``metrics``, ``report`` and ``block_stats`` over a
 :class:`dsoftmax.sampling.RowBatch`, and the same bits for the same chunking.
 """
 
-from .dask import DaskEngine
+from ..lazy import lazy_names
 from .local import LocalEngine
 from .problem import EngineProblem
 from .reduce import REDUCE_FAN_IN, tree_reduce
 
 __all__ = ["REDUCE_FAN_IN", "DaskEngine", "EngineProblem", "LocalEngine", "tree_reduce"]
+
+# DaskEngine imports distributed, which a fit in this process does without.
+__getattr__, __dir__ = lazy_names(__name__, globals(), {"DaskEngine": "dask"})

@@ -21,6 +21,7 @@ from typing import Any
 
 import dask
 import dask.array as da
+import dask.local
 import dask.system
 import numpy as np
 
@@ -211,5 +212,6 @@ def _dask_sources(
 def _materialize(source: Block | tuple) -> Block:
     if isinstance(source, Block):
         return source
-    # Synchronous: blocks are read in parallel by the engine's threads, one block each.
-    return assemble_block(*dask.compute(*source, scheduler="sync"))
+    # Synchronous: blocks are read in parallel by the engine's threads, one block each. The
+    # scheduler is given as a function: a name makes Dask look for (and import) distributed.
+    return assemble_block(*dask.compute(*source, scheduler=dask.local.get_sync))

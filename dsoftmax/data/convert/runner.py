@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -107,6 +108,8 @@ class Runner:
 
 def default_client() -> Any:
     """The Dask default scheduler's distributed client, or None when it is not one."""
+    if "distributed" not in sys.modules:
+        return None  # no client can exist before distributed is imported
     import dask.base
 
     scheduler = dask.base.get_scheduler()

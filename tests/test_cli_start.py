@@ -1,0 +1,84 @@
+"""What the commands import before they work: ``dsoftmax train``, ``evaluate`` and ``convert``
+in this process start without scikit-learn and distributed, whose imports would be a third of
+a small command's time; and the trainer behind ``dsoftmax train`` fits the model
+``SoftmaxRegression`` fits, bit for bit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dsoftmax import SoftmaxRegression, make_classification, open_dataset
+from dsoftmax.trainer import SoftmaxTrainer
+
+COMMAND_TIMEOUT = 120.0
+#: Prints, after the command, which of these packages the process imported.
+SCRIPT = (
+    "import sys; from dsoftmax.cli import main; code = main(sys.argv[1:]); "
+    "print(sorted({'sklearn', 'distributed'} & set(sys.modules))); sys.exit(code)"
+)
+
+
+def run_command(*argv: object) -> tuple[str, str]:
+    """The command's output and the heavy packages it imported."""
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, *map(str, argv)],
+        capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    printed, imported = done.stdout.rstrip().rsplit("\n", 1)
+    return printed, imported
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("start") / "train.zarr"
+    make_classification(path, 3000, 12, 4, chunk_rows=1000, seed=0)
+    return path
+
+
+def test_train_and_evaluate_in_this_process_import_neither_scikit_learn_nor_distributed(
+    store: Path, tmp_path: Path
+) -> None:
+    printed, imported = run_command(
+        "train", store, "--model", tmp_path / "model", "--l2", "1e-3", "--seed", "0"
+    )
+    assert imported == "[]", printed
+    assert printed.startswith("trained lbfgs on 3000 rows")
+    printed, imported = run_command("evaluate", tmp_path / "model", store, "--json")
+    assert imported == "[]", printed
+
+    saved = SoftmaxRegression.load(str(tmp_path / "model"))
+    fitted = SoftmaxRegression(l2=1e-3, random_state=0).fit(open_dataset(store))
+    np.testing.assert_array_equal(saved.coef_, fitted.coef_)
+    np.testing.assert_array_equal(saved.intercept_, fitted.intercept_)
+    assert saved.n_iter_ == fitted.n_iter_
+    assert saved.loss_curve_ == fitted.loss_curve_
+
+
+def test_convert_in_this_process_imports_neither(tmp_path: Path) -> None:
+    X = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), 8)
+    pq.write_table(pa.table({"embedding": embedding, "label": np.arange(500) % 3}),
+                   tmp_path / "part.parquet")  # fmt: skip
+    printed, imported = run_command(
+        "convert", tmp_path / "part.parquet", "--out", tmp_path / "out.zarr",
+        "--label-column", "label", "--embedding-column", "embedding",
+    )  # fmt: skip
+    assert imported == "[]", printed
+    np.testing.assert_array_equal(open_dataset(tmp_path / "out.zarr").X.compute(), X)
+
+
+def test_the_trainer_has_the_estimators_parameters_and_refuses_to_save_unfitted(tmp_path):
+    assert SoftmaxTrainer().get_params() == SoftmaxRegression().get_params()
+    assert SoftmaxTrainer(l2=0.5, solver="sgd").get_params()["solver"] == "sgd"
+    assert SoftmaxTrainer.convergence_warning is UserWarning
+    with pytest.raises(ValueError, match="not fitted yet: call fit before save"):
+        SoftmaxTrainer().save(str(tmp_path / "model"))
+    assert not (tmp_path / "model").exists()
