@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # an optional dependency, imported when the converter runs
 __all__ = ["convert_parquet", "parquet_rows", "read_parquet_row_group", "row_group_chunk_rows"]
 
 _PARQUET_INSTALL = "pip install 'dsoftmax[parquet]'"
+#: Rows per record batch of a row group's read (8 MiB of 256 float32 features).
+PARQUET_BATCH_ROWS = 8192
 
 
 def _import_pyarrow() -> Any:
@@ -270,15 +272,16 @@ def _arrow_labels(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _embedding_matrix(
-    column: pa.ChunkedArray, n_features: int, dtype: np.dtype, where: str
+    column: pa.ChunkedArray, n_features: int, dtype: np.dtype, where: str, first_row: int = 0
 ) -> np.ndarray:
+    """The rows of an embedding column as a matrix; messages count rows from ``first_row``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     # A row group read is one chunk: taken as it is, since combining copies even one chunk.
     lists = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     if lists.null_count:
-        first = int(np.argmax(lists.is_null().to_numpy(zero_copy_only=False)))
+        first = first_row + int(np.argmax(lists.is_null().to_numpy(zero_copy_only=False)))
         raise ValueError(
             f"embedding column of {where} has {lists.null_count} missing row(s), first at row "
             f"{first} of the row group; drop those rows or fill them in."
@@ -288,9 +291,10 @@ def _embedding_matrix(
     else:
         wrong = pc.list_value_length(lists).to_numpy(zero_copy_only=False) != n_features
     if wrong.any():
-        first = int(np.argmax(wrong))
+        position = int(np.argmax(wrong))
+        first = first_row + position
         raise ValueError(
-            f"embedding column of {where} has rows of {len(lists[first])} values where "
+            f"embedding column of {where} has rows of {len(lists[position])} values where "
             f"{n_features} are expected (the first row's length), first at row {first} of the "
             "row group; every embedding must have the same length."
         )
@@ -299,25 +303,63 @@ def _embedding_matrix(
 
 
 def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
-    """Worker task's reader: features (n_rows, n_features) and labels of one row group."""
-    table = read_parquet_row_group(fs, piece.path, piece.spec, layout.columns)
+    """Worker task's reader: features (n_rows, n_features) and labels of one row group.
+
+    The row group is read in record batches of :data:`PARQUET_BATCH_ROWS` rows, each copied
+    into the features' array as it comes: a batch's buffers are small and reused, where a whole
+    row group read at once holds its decoded columns beside the features' array (twice the
+    memory, in new pages).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     where = f"{piece.path!r} (row group {piece.spec})"
-    if layout.embedding_column is not None:
-        X = _embedding_matrix(
-            table.column(layout.embedding_column), layout.n_features, layout.dtype, where
+    labels = []
+    filled = 0
+    # pyarrow's own file access, which reads faster than a Python file object; one thread: the
+    # tasks already run in parallel.
+    with pq.ParquetFile(piece.path, filesystem=fs) as file:
+        n_rows = file.metadata.row_group(piece.spec).num_rows
+        label_type = file.schema_arrow.field(layout.label_column).type
+        X = np.empty((n_rows, layout.n_features), dtype=layout.dtype)
+        batches = file.iter_batches(
+            batch_size=PARQUET_BATCH_ROWS, row_groups=[piece.spec], columns=layout.columns,
+            use_threads=False,
+        )  # fmt: skip
+        for batch in batches:
+            end = filled + batch.num_rows
+            if end > n_rows:
+                break
+            _fill_features(X[filled:end], batch, layout, where, filled)
+            labels.append(batch.column(layout.label_column))
+            filled = end
+    if filled != n_rows:
+        raise ValueError(
+            f"{where} holds other rows than its footer declares ({n_rows}); the file changed "
+            "while it was converted, or is damaged: rewrite it."
         )
-    else:
-        X = np.empty((table.num_rows, layout.n_features), dtype=layout.dtype)
-        for position, name in enumerate(layout.feature_columns):
-            # Missing values come out as NaN, which the data layer refuses with their row.
-            X[:, position] = _arrow_values(table.column(name))
-    labels = table.column(layout.label_column)
-    n_missing = labels.null_count
+    label_column = pa.chunked_array(labels, type=label_type)
+    n_missing = label_column.null_count
     first_missing = None
     if n_missing:
-        first_missing = int(np.argmax(_arrow_values(labels.is_null())))
-        labels = labels.drop_null()
-    return PieceRows(X, _arrow_labels(labels), n_missing, first_missing, repr(piece.path))
+        first_missing = int(np.argmax(_arrow_values(label_column.is_null())))
+        label_column = label_column.drop_null()
+    return PieceRows(X, _arrow_labels(label_column), n_missing, first_missing, repr(piece.path))
+
+
+def _fill_features(
+    out: np.ndarray, batch: pa.RecordBatch, layout: ParquetLayout, where: str, first_row: int
+) -> None:
+    """Write a record batch's features into ``out`` (its rows of the row group's array)."""
+    import pyarrow as pa
+
+    if layout.embedding_column is not None:
+        column = pa.chunked_array([batch.column(layout.embedding_column)])
+        out[...] = _embedding_matrix(column, layout.n_features, layout.dtype, where, first_row)
+        return
+    for position, name in enumerate(layout.feature_columns):
+        # Missing values come out as NaN, which the data layer refuses with their row.
+        out[:, position] = _arrow_values(batch.column(name))
 
 
 def row_group_chunk_rows(group_rows: Sequence[int], largest: int = DEFAULT_CHUNK_ROWS) -> int:

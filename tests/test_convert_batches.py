@@ -1,0 +1,61 @@
+"""A Parquet row group is read in record batches (``PARQUET_BATCH_ROWS``): the converted values
+and every message's row number are those of the row group read whole."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dsoftmax.data.convert import convert_parquet, from_parquet
+
+N_ROWS = 300
+
+
+@pytest.fixture(autouse=True)
+def _small_batches(monkeypatch):
+    monkeypatch.setattr(from_parquet, "PARQUET_BATCH_ROWS", 64)  # 5 batches per row group
+    with dask.config.set(scheduler="threads"):
+        yield
+
+
+def write(path, embeddings, labels, list_type=None):
+    values = pa.array(list(embeddings), type=list_type or pa.list_(pa.float32(), 4))
+    pq.write_table(pa.table({"e": values, "y": labels}), path, row_group_size=N_ROWS)
+
+
+def test_batches_fill_the_row_groups_features_and_labels_in_order(tmp_path):
+    X = np.random.default_rng(0).standard_normal((2 * N_ROWS, 4)).astype(np.float32)
+    labels = np.array(["b", "a", "c"])[np.arange(2 * N_ROWS) % 3]
+    write(tmp_path / "data.parquet", X, labels)
+    dataset = convert_parquet(
+        tmp_path / "data.parquet", tmp_path / "out.zarr", label_column="y", embedding_column="e",
+        chunk_rows=128,
+    )  # fmt: skip
+    np.testing.assert_array_equal(dataset.X.compute(), X)
+    np.testing.assert_array_equal(dataset.classes[dataset.y.compute()], labels)
+
+
+def test_messages_name_the_row_of_the_row_group_in_a_later_batch(tmp_path):
+    embeddings = [[1.0, 2.0]] * N_ROWS
+    embeddings[200] = [1.0]
+    write(tmp_path / "ragged.parquet", embeddings, [0] * N_ROWS, pa.list_(pa.float32()))
+    ragged = r"rows of 1 values where 2 are expected \(the first row's length\), first at row 200 "
+    with pytest.raises(ValueError, match=ragged):
+        convert_parquet(tmp_path / "ragged.parquet", tmp_path / "a.zarr", label_column="y",
+                        embedding_column="e")  # fmt: skip
+
+    missing = [[0.5] * 4] * N_ROWS
+    missing[150] = None
+    write(tmp_path / "missing.parquet", missing, [0] * N_ROWS)
+    with pytest.raises(ValueError, match=r"1 missing row\(s\), first at row 150 of the row group"):
+        convert_parquet(tmp_path / "missing.parquet", tmp_path / "b.zarr", label_column="y",
+                        embedding_column="e")  # fmt: skip
+
+    labels = pa.array([0] * 170 + [None] + [1] * (N_ROWS - 171), type=pa.int64())
+    write(tmp_path / "nolabel.parquet", [[0.5] * 4] * N_ROWS, labels)
+    with pytest.raises(ValueError, match=r"missing in 1 row\(s\), first in row 170"):
+        convert_parquet(tmp_path / "nolabel.parquet", tmp_path / "c.zarr", label_column="y",
+                        embedding_column="e")  # fmt: skip
