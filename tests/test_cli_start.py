@@ -1,6 +1,6 @@
 """What the commands import before they work: ``dsoftmax train``, ``evaluate`` and ``convert``
-in this process start without scikit-learn and distributed, whose imports would be a third of
-a small command's time; and the trainer behind ``dsoftmax train`` fits the model
+in this process start without scikit-learn, distributed and pandas, whose imports would be a
+third of a small command's time; and the trainer behind ``dsoftmax train`` fits the model
 ``SoftmaxRegression`` fits, bit for bit."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ COMMAND_TIMEOUT = 120.0
 #: Prints, after the command, which of these packages the process imported.
 SCRIPT = (
     "import sys; from dsoftmax.cli import main; code = main(sys.argv[1:]); "
-    "print(sorted({'sklearn', 'distributed'} & set(sys.modules))); sys.exit(code)"
+    "print(sorted({'sklearn', 'distributed', 'pandas'} & set(sys.modules))); sys.exit(code)"
 )
 
 
@@ -43,7 +43,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_train_and_evaluate_in_this_process_import_neither_scikit_learn_nor_distributed(
+def test_train_and_evaluate_in_this_process_import_no_heavy_package(
     store: Path, tmp_path: Path
 ) -> None:
     printed, imported = run_command(
@@ -62,7 +62,7 @@ def test_train_and_evaluate_in_this_process_import_neither_scikit_learn_nor_dist
     assert saved.loss_curve_ == fitted.loss_curve_
 
 
-def test_convert_in_this_process_imports_neither(tmp_path: Path) -> None:
+def test_convert_of_parquet_in_this_process_imports_no_heavy_package(tmp_path: Path) -> None:
     X = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), 8)
     pq.write_table(pa.table({"embedding": embedding, "label": np.arange(500) % 3}),

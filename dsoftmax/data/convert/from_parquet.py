@@ -259,8 +259,33 @@ def read_parquet_row_group(fs: Any, path: str, row_group: int, columns: list[str
         return file.read_row_group(row_group, columns=columns, use_threads=False)
 
 
-def _arrow_values(column: pa.ChunkedArray) -> np.ndarray:
-    return column.to_numpy(zero_copy_only=False)
+def _arrow_values(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The values of an Arrow array as NumPy's. Numbers without missing values are taken from
+    their buffers: pyarrow's ``to_numpy`` imports pandas, a sixth of a small conversion's time."""
+    dtype = _numpy_number_type(column.type)
+    if dtype is None or column.null_count:
+        return column.to_numpy(zero_copy_only=False)
+    chunks = column.chunks if hasattr(column, "chunks") else [column]
+    parts = [
+        np.frombuffer(chunk.buffers()[1], dtype, len(chunk), chunk.offset * dtype.itemsize)
+        for chunk in chunks
+        if len(chunk)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+
+def _numpy_number_type(arrow_type: pa.DataType) -> np.dtype | None:
+    """The NumPy dtype of an Arrow integer or float type (None for any other)."""
+    import pyarrow as pa
+
+    if pa.types.is_floating(arrow_type):
+        return np.dtype(f"f{arrow_type.bit_width // 8}")  # Arrow buffers are native-endian
+    if pa.types.is_integer(arrow_type):
+        kind = "i" if pa.types.is_signed_integer(arrow_type) else "u"
+        return np.dtype(f"{kind}{arrow_type.bit_width // 8}")
+    return None
 
 
 def _arrow_labels(column: pa.ChunkedArray) -> np.ndarray:
@@ -298,7 +323,7 @@ def _embedding_matrix(
             f"{n_features} are expected (the first row's length), first at row {first} of the "
             "row group; every embedding must have the same length."
         )
-    values = lists.flatten().to_numpy(zero_copy_only=False)
+    values = _arrow_values(lists.flatten())
     return values.astype(dtype, copy=False).reshape(len(lists), n_features)
 
 
