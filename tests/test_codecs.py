@@ -6,6 +6,7 @@ the fast finite-value check behind every block's value checks."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import zarr
 
 from dsoftmax.data import make_classification, open_dataset, write_dataset
 from dsoftmax.data.convert import convert_csv, convert_parquet
+from dsoftmax.data.convert.pipeline import ConversionPlan, Piece, PieceRows, run_conversion
 from dsoftmax.data.values import all_finite
 from dsoftmax.data.write import feature_codec
 from tests.daskprocs import small_local_cluster
@@ -99,6 +101,29 @@ def test_parquet_auto_codec_decides_from_the_first_rows_even_after_empty_row_gro
     assert auto.fingerprint == plain.fingerprint
     np.testing.assert_array_equal(auto.X.compute(), X)
     np.testing.assert_array_equal(auto.classes[auto.y.compute()], labels)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("known", [True, False])
+def test_auto_codec_waits_for_the_first_rows_past_more_empty_pieces_than_the_window(
+    tmp_path, known
+):
+    X = quantized(300, 4)
+    empty = PieceRows(X[:0], np.zeros(0, np.int64))
+
+    pieces = [Piece("p", 0 if known else None, 1, index) for index in range(6)]
+    pieces.append(Piece("p", 300 if known else None, 1, 6))
+    plan = ConversionPlan("label", 4, np.dtype(np.float32), list("abcd"), "pieces", 100, "auto")
+    dataset = run_conversion(
+        functools.partial(_rows_of, empty, PieceRows(X, np.arange(300) % 3)), pieces, plan,
+        str(tmp_path / "out.zarr"), storage_options=None, overwrite=False,
+    )  # fmt: skip
+    assert stored_codecs(tmp_path / "out.zarr") == {"X": "ZstdCodec", "y": "ZstdCodec"}
+    np.testing.assert_array_equal(dataset.X.compute(), X)
+
+
+def _rows_of(empty: PieceRows, rows: PieceRows, piece: Piece) -> PieceRows:
+    return empty if piece.spec < 6 else rows
 
 
 def test_csv_auto_codec_on_a_source_of_unknown_length(tmp_path):

@@ -494,10 +494,13 @@ class _Pass:
     # -- submitting -----------------------------------------------------------------------
 
     def _busy(self) -> int:
-        """Pieces in memory or being converted. Pieces of a source of unknown length read
-        before X exists are left out: they hold less than a chunk's worth of rows in all."""
+        """Pieces in memory or being converted. Pieces read without rows hold nothing, and
+        pieces of a source of unknown length read before X exists hold less than a chunk's
+        worth of rows in all: they are left out."""
         converting = sum(kind != "join" for kind, _ in self.running.values())
-        return converting + (len(self.reads) if self.X is not None or self.known else 0)
+        if self.X is None and not self.known:
+            return converting
+        return converting + sum(1 for index in self.reads if self.rows[index])
 
     def _submit_piece(self, index: int) -> None:
         piece = self.pieces[index]
