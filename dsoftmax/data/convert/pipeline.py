@@ -20,11 +20,8 @@ replaces (``overwrite=True``) is swapped in only once every check passed.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import sys
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +32,6 @@ import numpy as np
 from ..format import Dataset, content_digest, dataset_attrs
 from ..labels import check_classes, encode_labels
 from ..open import open_dataset
-from ..store import filesystem, is_local, open_group, store_location
 from ..values import BlockStats, block_stats, combine_stats
 from ..write import (
     check_chunk_rows,
@@ -43,10 +39,10 @@ from ..write import (
     create_row_array,
     feature_codec,
     feature_sample_rows,
-    prepare_target,
     write_row_block,
 )
 from .common import LabelSummary, check_label_values, classes_from
+from .output import StagedOutput
 from .runner import Runner, default_client
 
 __all__ = [
@@ -289,62 +285,6 @@ def _identity(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# The output store
-# ---------------------------------------------------------------------------------------------
-
-
-class _Output:
-    """Where the dataset is written: the target itself, or a staging store beside it when it
-    replaces one (swapped in by :meth:`commit`), removed by :meth:`discard`."""
-
-    def __init__(self, url: str, storage_options: dict | None, overwrite: bool) -> None:
-        self.url, self.storage_options = url, storage_options
-        self.mode = prepare_target(url, storage_options, overwrite)
-        self.fs, self.path = filesystem(url, storage_options)
-        self.replaces = self.mode == "w" and self.fs.exists(f"{self.path}/zarr.json")
-        self.write_url = url
-        if self.replaces:
-            head, _, name = url.rstrip("/").rpartition("/")
-            local = store_location(url) if is_local(url) else None
-            staging = f".{name or url}.converting-{uuid.uuid4().hex[:12]}"
-            if local is not None:
-                self.write_url = os.path.join(os.path.dirname(local), staging)
-            else:
-                self.write_url = f"{head}/{staging}"
-        self.created = False
-
-    def group(self) -> Any:
-        mode = "w" if self.replaces else self.mode
-        group = open_group(self.write_url, mode, self.storage_options)
-        self.created = True
-        return group
-
-    def commit(self) -> None:
-        if not self.replaces:
-            return
-        _, staging = filesystem(self.write_url, self.storage_options)
-        if is_local(self.url):
-            target = store_location(self.url)
-            aside = f"{staging}.replaced"
-            os.rename(target, aside)
-            os.rename(staging, target)
-            shutil.rmtree(aside)
-        else:
-            self.fs.rm(self.path, recursive=True)
-            self.fs.mv(staging, self.path, recursive=True)
-
-    def discard(self) -> None:
-        """Remove what this conversion wrote (an empty directory it was given stays)."""
-        if not self.created:
-            return
-        fs, path = filesystem(self.write_url, self.storage_options)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-        if self.mode == "w" and not self.replaces:
-            fs.mkdir(path)
-
-
-# ---------------------------------------------------------------------------------------------
 # The pass
 # ---------------------------------------------------------------------------------------------
 
@@ -414,7 +354,7 @@ class _Pass:
         reader: Callable[[Piece], PieceRows],
         pieces: Sequence[Piece],
         plan: ConversionPlan,
-        output: _Output,
+        output: StagedOutput,
         progress: _Progress,
     ) -> None:
         self.runner, self.reader, self.pieces, self.plan = runner, reader, pieces, plan
@@ -691,7 +631,7 @@ def run_conversion(
     """
     check_chunk_rows(plan.chunk_rows)
     compressors(plan.codec)
-    output = _Output(url, storage_options, overwrite)
+    output = StagedOutput(url, storage_options, overwrite)
     runner = Runner(client if client is not None else default_client())
     logger.info(
         "dsoftmax: converting %s (%d pieces) on %s", plan.source, len(pieces), runner.where
