@@ -29,6 +29,7 @@ import fsspec
 import numpy as np
 import zarr
 from dask.highlevelgraph import HighLevelGraph
+from fsspec.implementations.local import LocalFileSystem
 
 from .decode import ChunkEncoding, decode_chunk, max_stored_bytes
 from .format import rows_text
@@ -275,7 +276,8 @@ class ChunkSource:
         """The decoded chunk stored under ``key`` (relative to the store)."""
         limit = max_stored_bytes(self.encoding)
         path = f"{self.root}/{key}"
-        if _is_local_filesystem(self.fs):
+        # fsspec's own local filesystem only: a subclass may read its files its own way.
+        if type(self.fs) is LocalFileSystem:
             data = _read_local_file(path, limit)
         else:
             data = self.fs.cat_file(path, start=0, end=limit + 1)
@@ -285,11 +287,6 @@ class ChunkSource:
                 f"of this array ({self.encoding.nbytes} bytes) takes"
             )
         return decode_chunk(data, self.encoding)
-
-
-def _is_local_filesystem(fs: Any) -> bool:
-    protocol = fs.protocol
-    return "file" in (protocol if isinstance(protocol, tuple | list) else (protocol,))
 
 
 def _read_local_file(path: str, limit: int) -> np.ndarray:

@@ -20,10 +20,9 @@ from .store import as_url, open_group
 from .tasks import compute
 from .write import (
     check_chunk_rows,
+    codec_for_features,
     compressors,
     create_row_array,
-    feature_codec,
-    feature_sample_rows,
     prepare_target,
     write_dataset,
     write_row_block,
@@ -164,15 +163,13 @@ def make_classification(
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must be in [0, 1], got {noise!r}.")
     compressors(codec)
-    if codec == "auto":
-        # The first rows of chunk 0 are drawn first, so a shorter draw gives exactly them.
-        n_rows = feature_sample_rows(n_samples, n_features, np.dtype(dtype).itemsize)
-        sample, _ = _teacher_chunk(
+    # The first rows of chunk 0 are drawn first, so a shorter draw gives exactly them.
+    X_codec = codec_for_features(
+        codec, (n_samples, n_features), np.dtype(dtype).itemsize,
+        lambda n_rows: _teacher_chunk(
             seed, teacher_seed, 0, n_rows, n_features, n_classes, dtype, noise
-        )
-        X_codec = feature_codec(codec, sample)
-    else:
-        X_codec = codec
+        )[0],
+    )  # fmt: skip
     mode = prepare_target(url, storage_options, overwrite)
     group = open_group(url, mode, storage_options)
     targets = {

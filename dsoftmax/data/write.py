@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +49,10 @@ from .values import block_stats_tasks, combine_stats
 
 __all__ = [
     "check_chunk_rows",
+    "codec_for_features",
     "compressors",
     "create_row_array",
     "feature_codec",
-    "feature_sample_rows",
     "prepare_target",
     "write_array",
     "write_dataset",
@@ -99,11 +99,17 @@ def compressors(codec: str) -> Any:
     raise ValueError(f"codec must be one of {list(CODECS)}, got {codec!r}.")
 
 
-def feature_sample_rows(n_rows: int, n_features: int, itemsize: int) -> int:
-    """Rows of the sample :func:`feature_codec` compresses: about
-    :data:`~dsoftmax.defaults.AUTO_CODEC_SAMPLE_BYTES` of the first rows, at least one."""
-    row_bytes = max(1, n_features * itemsize)
-    return max(1, min(n_rows, AUTO_CODEC_SAMPLE_BYTES // row_bytes))
+def codec_for_features(
+    codec: str, shape: tuple[int, int], itemsize: int, first_rows: Callable[[int], np.ndarray]
+) -> str:
+    """The codec dense features of ``shape`` are stored with: ``codec`` itself, or for
+    ``"auto"`` :func:`feature_codec` of about :data:`~dsoftmax.defaults.AUTO_CODEC_SAMPLE_BYTES`
+    of their first rows, which ``first_rows(n)`` gives (asked for only then)."""
+    if codec != "auto":
+        return codec
+    n_rows, n_features = shape
+    sample_rows = AUTO_CODEC_SAMPLE_BYTES // max(1, n_features * itemsize)
+    return feature_codec(codec, first_rows(max(1, min(n_rows, sample_rows))))
 
 
 def feature_codec(codec: str, sample: np.ndarray) -> str:
@@ -428,9 +434,14 @@ def write_dataset(
             group, inputs.arrays, block_nnz, compressors(codec), inputs.scheduler
         )
     else:
+        X = inputs.arrays["X"]
         codecs = {name: compressors(codec) for name in inputs.arrays}
-        if codec == "auto":
-            codecs["X"] = compressors(feature_codec(codec, _first_rows(inputs)))
+        codecs["X"] = compressors(
+            codec_for_features(
+                codec, X.shape, X.dtype.itemsize,
+                lambda n_rows: np.asarray(compute([X[:n_rows]], scheduler=inputs.scheduler)[0]),
+            )
+        )  # fmt: skip
         targets = {
             name: create_row_array(
                 group, name, array.shape, array.dtype, array.chunks[0][0], codecs[name]
@@ -440,13 +451,6 @@ def write_dataset(
         digests = compute(_write_tasks(targets, inputs.arrays), scheduler=inputs.scheduler)
     group.attrs.update(dataset_attrs(inputs.classes, content_digest(digests), csr))
     return open_dataset(url, storage_options=storage_options)
-
-
-def _first_rows(inputs: _RowInputs) -> np.ndarray:
-    """The first rows of X that :func:`feature_codec` decides from."""
-    X = inputs.arrays["X"]
-    n_rows = feature_sample_rows(X.shape[0], X.shape[1], X.dtype.itemsize)
-    return np.asarray(compute([X[:n_rows]], scheduler=inputs.scheduler)[0])
 
 
 def write_array(

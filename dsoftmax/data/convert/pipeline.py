@@ -35,10 +35,9 @@ from ..open import open_dataset
 from ..values import BlockStats, block_stats, combine_stats
 from ..write import (
     check_chunk_rows,
+    codec_for_features,
     compressors,
     create_row_array,
-    feature_codec,
-    feature_sample_rows,
     write_row_block,
 )
 from .common import LabelSummary, check_label_values, classes_from
@@ -423,13 +422,12 @@ class _Pass:
         return self._first_piece_with_rows() in self.reads
 
     def _features_codec(self) -> str:
-        if self.plan.codec != "auto":
-            return self.plan.codec
-        index = self._first_piece_with_rows()
-        row_bytes = (self.plan.n_features, self.plan.dtype.itemsize)
-        n_rows = feature_sample_rows(self.rows[index], *row_bytes)
-        sample = self.runner.fetch(first_rows, self.reads[index], n_rows)
-        return feature_codec("auto", sample)
+        def sample(n_rows: int) -> np.ndarray:  # up to n_rows of the first piece with rows
+            piece = self.reads[self._first_piece_with_rows()]
+            return self.runner.fetch(first_rows, piece, n_rows)
+
+        shape = (self._known_rows(), self.plan.n_features)
+        return codec_for_features(self.plan.codec, shape, self.plan.dtype.itemsize, sample)
 
     # -- submitting -----------------------------------------------------------------------
 
