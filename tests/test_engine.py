@@ -443,6 +443,24 @@ def test_block_server_messages_round_trip_without_pickle():
     assert metrics == BlockMetrics(1.5, 2.0, 3.0)
 
 
+def test_block_server_messages_send_large_arrays_as_frames_without_copies():
+    from dsoftmax.engine.actor import FRAME_MIN_BYTES, decode_reply, encode_reply
+    from dsoftmax.objective import BlockSums
+
+    n_features = FRAME_MIN_BYTES // 8  # a (2, n) float64 sum is twice the threshold
+    grad_t = np.random.default_rng(0).standard_normal((n_features, 2))
+    sums = BlockSums(1.0, grad_t.T, np.zeros(2), 3.0)  # Fortran-ordered, as the sparse kernel's
+    reply = encode_reply([((0, 0), sums)])
+    assert len(reply) == 2 and isinstance(reply[1], memoryview)
+    assert np.shares_memory(np.frombuffer(reply[1], np.float64), grad_t)
+    ((node, back),) = decode_reply([bytes(reply[0]), reply[1]], "sums")
+    assert node == (0, 0) and back.grad_coef_sum.shape == (2, n_features)
+    assert np.array_equal(back.grad_coef_sum, sums.grad_coef_sum)
+    assert np.shares_memory(back.grad_coef_sum, grad_t)  # read in place, not copied
+    with pytest.raises(ValueError, match="frame 1 of 0"):
+        decode_reply(reply[:1], "sums")
+
+
 def _misaligned(array: np.ndarray) -> np.ndarray:
     """A copy of ``array`` one byte into a buffer, as a chunk can arrive from another worker."""
     buffer = np.empty(array.nbytes + 1, dtype=np.uint8)

@@ -384,7 +384,7 @@ class DaskEngine(Evaluations):
         try:
             server = self._proxy(worker)
             method = server.evaluate_on_loop if small else server.evaluate
-            return server, method(request)
+            return server, method(*request)
         except Exception as error:  # its worker died since the servers were checked
             return None, error
 
