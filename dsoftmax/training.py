@@ -430,10 +430,13 @@ class _FlatLayout:
         self.has_intercept = params.intercept is not None
 
     def flatten(self, params: Params) -> np.ndarray:
-        parts = [np.ravel(params.coef)]
+        """One new float64 vector, written once (a Fortran-ordered gradient included)."""
+        n_coef = int(np.prod(self.coef_shape))
+        flat = np.empty(n_coef + (self.coef_shape[0] if self.has_intercept else 0))
+        flat[:n_coef].reshape(self.coef_shape)[...] = params.coef
         if self.has_intercept:
-            parts.append(np.ravel(params.intercept))
-        return np.concatenate(parts).astype(np.float64, copy=False)
+            flat[n_coef:] = params.intercept
+        return flat
 
     def unflatten(self, x: np.ndarray) -> Params:
         n_coef = int(np.prod(self.coef_shape))

@@ -536,3 +536,20 @@ def test_a_stopped_lbfgs_state_compacts_to_its_result():
     assert compact.message == state.message
     assert compact.s.shape == compact.y.shape == (0, 6) and compact.grad.size == 0
     assert state.s.shape == (10, 6)
+
+
+def test_minimize_lbfgs_hands_fun_read_only_points_it_may_keep():
+    kept, seen = [], []
+
+    def fun(x):
+        kept.append(x)
+        seen.append(x.copy())
+        with pytest.raises(ValueError, match="read-only"):
+            x[0] = 1.0
+        return float(x @ x), 2 * x
+
+    result = minimize_lbfgs(fun, np.array([3.0, -4.0]), tol=1e-8)
+    assert result.converged and len(kept) == result.n_evals > 2
+    # scipy moves its own iterate in place; the points fun kept never change.
+    assert all(np.array_equal(point, copy) for point, copy in zip(kept, seen, strict=True))
+    assert result.x.flags.writeable

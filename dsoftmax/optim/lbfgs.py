@@ -125,8 +125,11 @@ class _Tracker:
             # scipy would reset its memory and start a second line search; under noise that one
             # fails too, at the price of up to MAX_LINE_SEARCH_EVALS more passes over the data.
             raise _LineSearchStalledError
+        # A copy (scipy changes its x in place), read-only: fun may keep it, and the tracker
+        # keeps it too, without a second copy of a model-sized vector per evaluation.
         point = np.array(x, dtype=np.float64)
-        loss, grad = self.fun(point.copy())
+        point.flags.writeable = False
+        loss, grad = self.fun(point)
         loss = float(loss)
         grad = np.asarray(grad, dtype=np.float64).reshape(-1)
         self.n_evals += 1
@@ -215,8 +218,8 @@ def minimize_lbfgs(
     Parameters
     ----------
     fun : callable ``x -> (loss, grad)``
-        ``x`` is a float64 ndarray of shape (n_params,) that ``fun`` may keep; ``grad`` has the
-        same shape (it is converted to float64).
+        ``x`` is a read-only float64 ndarray of shape (n_params,) that ``fun`` may keep;
+        ``grad`` has the same shape (it is converted to float64).
     x0 : ndarray of shape (n_params,)
         Starting point (copied to float64).
     max_iter : int
