@@ -47,6 +47,7 @@ from .connection import (
     normalize_address,
     warn_if_unencrypted_remote,
 )
+from .defaults import PROCESS_ENVIRONMENT
 from .validation import AT_LEAST_ONE, POSITIVE, is_integer, is_real
 
 __all__ = [
@@ -71,12 +72,10 @@ MAX_DEFAULT_LOCAL_WORKERS = 4
 #: client process, which holds the model and receives the reduced sums.
 LOCAL_MEMORY_FRACTION = 0.8
 
-#: Environment of the workers dsoftmax starts. NumPy asks the kernel for transparent huge pages
-#: on large allocations; a worker that keeps hundreds of megabytes of blocks then stalls in the
-#: kernel's page compaction, and loading the blocks takes up to twice as long as reading them
-#: (docs/scaling.md, "Loading"). Passes are no slower without. The scripts of cluster/ set it for
-#: the workers they start.
-WORKER_ENVIRONMENT = {"NUMPY_MADVISE_HUGEPAGE": "0"}
+#: Environment of the workers dsoftmax starts: without NumPy's huge-page requests, loading the
+#: blocks takes about as long as reading them instead of up to twice as long (docs/scaling.md,
+#: "Loading"). The scripts of cluster/ set it for the workers they start.
+WORKER_ENVIRONMENT = PROCESS_ENVIRONMENT
 
 _CLOSED_STATES = frozenset({"closing", "closed"})
 

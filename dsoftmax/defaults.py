@@ -74,3 +74,10 @@ SCORINGS = ("neg_log_loss", "accuracy")
 #: The range of scikit-learn's ``Cs`` grid (``np.logspace(-4, 4, n)``), as powers of ten: an
 #: ``l2s=n`` grid is its image ``λ = 1 / (2 · C · n_samples)``.
 L2_GRID_RANGE = (-4.0, 4.0)
+
+#: Environment of the processes dsoftmax starts (the command line's own, and the workers of the
+#: clusters it starts). NumPy asks the kernel for transparent huge pages on large allocations; a
+#: process that allocates hundreds of megabytes (a worker loading its blocks, a client receiving
+#: a wide model's sums every evaluation) then stalls in the kernel's page compaction where memory
+#: is fragmented (docs/scaling.md, "Memory pages"). Computation is no slower without.
+PROCESS_ENVIRONMENT = {"NUMPY_MADVISE_HUGEPAGE": "0"}

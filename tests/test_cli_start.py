@@ -82,3 +82,24 @@ def test_the_trainer_has_the_estimators_parameters_and_refuses_to_save_unfitted(
     with pytest.raises(ValueError, match="not fitted yet: call fit before save"):
         SoftmaxTrainer().save(str(tmp_path / "model"))
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "0"), ("1", "1")])
+def test_commands_run_without_numpys_huge_page_requests_unless_told(given, expected) -> None:
+    import os
+
+    environment = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    if given is not None:
+        environment["NUMPY_MADVISE_HUGEPAGE"] = given
+    script = (
+        "import os, sys, contextlib; from dsoftmax.cli import main\n"
+        "with contextlib.suppress(SystemExit): main(sys.argv[1:])\n"
+        "print('numpy' in sys.modules, os.environ.get('NUMPY_MADVISE_HUGEPAGE'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "make-data", "--help"],
+        capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False, env=environment,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # Set before NumPy loaded (it reads the variable once, when imported); the user's value wins.
+    assert done.stdout.rstrip().rsplit("\n", 1)[-1] == f"False {expected}"

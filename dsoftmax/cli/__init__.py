@@ -15,12 +15,13 @@ Only the standard library and the light modules :mod:`dsoftmax.defaults` and
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 # The shared defaults the command uses, reachable as dsoftmax.cli.* as they were before the
 # command became a package.
-from ..defaults import CONVERT_FORMATS, DEFAULT_READ_RETRIES
+from ..defaults import CONVERT_FORMATS, DEFAULT_READ_RETRIES, PROCESS_ENVIRONMENT
 from .data_commands import cmd_convert, cmd_make_data
 from .model_commands import _open as _open  # how every command opens a dataset
 from .model_commands import cmd_demo, cmd_evaluate, cmd_plot, cmd_predict, cmd_train
@@ -54,6 +55,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, CommandCluster], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (argument errors exit with 2)."""
+    set_process_environment()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -86,6 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         except Exception as error:  # the work is done; a failed shutdown must not hide that
             print(f"{PROG}: warning: closing the Dask client failed: {error!r}", file=sys.stderr)
+
+
+def set_process_environment() -> None:
+    """Give this process (and the processes it starts) :data:`dsoftmax.defaults.PROCESS_ENVIRONMENT`
+    where the user's environment does not say otherwise, while NumPy, which reads it when it is
+    imported, is not loaded yet: a command receives and allocates model- and block-sized arrays
+    all along."""
+    if "numpy" in sys.modules:
+        return
+    for name, value in PROCESS_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
 
 
 def _after_interrupt(args: argparse.Namespace, argv: list[str]) -> str:
