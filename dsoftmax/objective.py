@@ -587,22 +587,18 @@ def add_sums_into(total: BlockSums, part: BlockSums) -> BlockSums:
 def sum_blocks(parts: list[BlockSums]) -> BlockSums:
     """Add a non-empty list of sums left to right (a fixed order, so results are reproducible).
 
-    float64 sums are added into one copy of the first (:func:`add_sums_into`): the same bits
-    as :func:`add_sums`, without a new model-sized array per addition; the parts may be
-    read-only (views of a received message).
+    The first addition makes the total; float64 totals take the next parts in place
+    (:func:`add_sums_into`): the same bits as :func:`add_sums`, with one new model-sized array
+    in all; the parts may be read-only (views of a received message).
     """
     if not parts:
         raise ValueError("sum_blocks needs at least one BlockSums.")
     total, *others = parts
-    if not others:
-        return total
-    if total.grad_coef_sum.dtype != np.float64:  # float32 + float32 rounds to float32
-        for part in others:
-            total = add_sums(total, part)
-        return total
-    total = own_sums(total)
     for part in others:
-        total = add_sums_into(total, part)
+        if total is parts[0] or total.grad_coef_sum.dtype != np.float64:
+            total = add_sums(total, part)  # float32 + float32 rounds to float32
+        else:
+            total = add_sums_into(total, part)
     return total
 
 
@@ -634,7 +630,8 @@ def finalize(sums: BlockSums, params: Params, l2: float) -> tuple[float, Params]
     coef = np.asarray(params.coef, dtype=np.float64)
     scale = 1.0 / sums.weight_sum
     loss = sums.loss_sum * scale + l2 * float(np.vdot(coef, coef))
-    grad_coef = sums.grad_coef_sum * scale + (2.0 * l2) * coef
+    grad_coef = sums.grad_coef_sum * scale
+    grad_coef += (2.0 * l2) * coef  # in place: one model-sized array fewer, the same bits
     grad_intercept = None if params.intercept is None else sums.grad_intercept_sum * scale
     return loss, Params(grad_coef, grad_intercept)
 
