@@ -3,7 +3,6 @@ this process, the check of streamed minibatches, and the hyper-parameters a mode
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import dask
@@ -11,6 +10,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .engine.plan import block_bytes, fits_in_process
+from .lazy import distributed_loaded
 from .persist import LOADABLE_HYPER_PARAMETERS
 from .training import TrainConfig
 from .validation import is_integer
@@ -40,7 +40,7 @@ def fits_this_process(
 
 def resolve_client(client: Any, *, needs_cluster: bool) -> Any:
     """The Dask client to use, or None for in-process fitting of in-memory data."""
-    if client is None and not needs_cluster and "distributed" not in sys.modules:
+    if client is None and not needs_cluster and not distributed_loaded():
         return None  # no client can be active before distributed is imported
     from . import cluster
 

@@ -1,12 +1,20 @@
-"""Names of a package imported from their module on first use (PEP 562)."""
+"""Imports on first use: names of a package imported from their module (PEP 562), and whether
+distributed is loaded yet."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
-__all__ = ["lazy_names"]
+__all__ = ["distributed_loaded", "lazy_names"]
+
+
+def distributed_loaded() -> bool:
+    """Whether distributed has been imported. Before it is, no distributed client can be active,
+    so code that only looks for one need not import it (a third of a small command's start)."""
+    return "distributed" in sys.modules
 
 
 def lazy_names(

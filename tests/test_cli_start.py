@@ -1,7 +1,7 @@
-"""What the commands import before they work: ``dsoftmax train``, ``evaluate`` and ``convert``
-in this process start without scikit-learn, distributed and pandas, whose imports would be a
-third of a small command's time; and the trainer behind ``dsoftmax train`` fits the model
-``SoftmaxRegression`` fits, bit for bit."""
+"""What the commands import before they work: ``dsoftmax train``, ``evaluate``, ``predict``
+and ``convert`` in this process start without scikit-learn, distributed and pandas, whose
+imports would be a third of a small command's time; and the trainer behind ``dsoftmax train``
+fits the model ``SoftmaxRegression`` fits, bit for bit."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_train_and_evaluate_in_this_process_import_no_heavy_package(
+def test_train_evaluate_and_predict_in_this_process_import_no_heavy_package(
     store: Path, tmp_path: Path
 ) -> None:
     printed, imported = run_command(
@@ -53,6 +53,10 @@ def test_train_and_evaluate_in_this_process_import_no_heavy_package(
     assert printed.startswith("trained lbfgs on 3000 rows")
     printed, imported = run_command("evaluate", tmp_path / "model", store, "--json")
     assert imported == "[]", printed
+    out = tmp_path / "predictions.zarr"
+    printed, imported = run_command("predict", tmp_path / "model", store, "--out", out, "--proba")
+    assert imported == "[]", printed
+    assert printed == f"wrote predictions and probabilities for 3000 rows to {out}"
 
     saved = SoftmaxRegression.load(str(tmp_path / "model"))
     fitted = SoftmaxRegression(l2=1e-3, random_state=0).fit(open_dataset(store))

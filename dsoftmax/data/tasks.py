@@ -8,14 +8,27 @@ from typing import Any
 import dask
 import dask.array as da
 
-__all__ = ["compute", "row_blocks"]
+from ..lazy import distributed_loaded
+
+__all__ = ["compute", "row_blocks", "scheduler_without_client"]
 
 
 def compute(tasks: Sequence[Any], *, client: Any = None, scheduler: str | None = None) -> list:
     """Results of ``tasks`` in order: on ``client``, the named scheduler, or the default one."""
     if client is not None:
         return list(client.gather(client.compute(list(tasks))))
-    return list(dask.compute(*tasks, scheduler=scheduler))
+    return list(dask.compute(*tasks, scheduler=scheduler or scheduler_without_client()))
+
+
+def scheduler_without_client() -> Any:
+    """Dask's default scheduler (None) once distributed is imported; before, the threaded
+    scheduler, named as a function: None or a name would make Dask import distributed to look
+    for a client that cannot exist yet."""
+    if distributed_loaded():
+        return None
+    import dask.threaded
+
+    return dask.threaded.get
 
 
 def row_blocks(array: da.Array | None, n_blocks: int) -> list[Any]:

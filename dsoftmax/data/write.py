@@ -44,7 +44,7 @@ from .labels import (
 from .open import open_dataset
 from .sparse import blocked_csr, canonical_csr, empty_csr, is_sparse, is_sparse_dask
 from .store import as_url, filesystem, open_group
-from .tasks import compute, row_blocks
+from .tasks import compute, row_blocks, scheduler_without_client
 from .values import block_stats_tasks, combine_stats
 
 __all__ = [
@@ -508,6 +508,7 @@ def write_array(
         overwrite=overwrite,
     )
     if is_dask(data):
-        da.store(data.rechunk((chunk_rows, *data.shape[1:])), target, lock=False)
+        rechunked = data.rechunk((chunk_rows, *data.shape[1:]))
+        da.store(rechunked, target, lock=False, scheduler=scheduler_without_client())
     else:
         target[...] = data

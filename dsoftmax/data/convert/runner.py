@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import concurrent.futures
-import sys
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Runner", "default_client"]
+from ...lazy import distributed_loaded
 
+__all__ = ["Runner", "default_client"]
 
 
 class Runner:
@@ -108,7 +108,7 @@ class Runner:
 
 def default_client() -> Any:
     """The Dask default scheduler's distributed client, or None when it is not one."""
-    if "distributed" not in sys.modules:
+    if not distributed_loaded():
         return None  # no client can exist before distributed is imported
     import dask.base
 
