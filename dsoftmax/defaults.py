@@ -79,5 +79,5 @@ L2_GRID_RANGE = (-4.0, 4.0)
 #: clusters it starts). NumPy asks the kernel for transparent huge pages on large allocations; a
 #: process that allocates hundreds of megabytes (a worker loading its blocks, a client receiving
 #: a wide model's sums every evaluation) then stalls in the kernel's page compaction where memory
-#: is fragmented (docs/scaling.md, "Memory pages"). Computation is no slower without.
+#: is fragmented (docs/scaling.md, "Model-sized arrays"). Computation is no slower without.
 PROCESS_ENVIRONMENT = {"NUMPY_MADVISE_HUGEPAGE": "0"}

@@ -631,7 +631,7 @@ def finalize(sums: BlockSums, params: Params, l2: float) -> tuple[float, Params]
     scale = 1.0 / sums.weight_sum
     loss = sums.loss_sum * scale + l2 * float(np.vdot(coef, coef))
     grad_coef = sums.grad_coef_sum * scale
-    grad_coef += (2.0 * l2) * coef  # in place: one model-sized array fewer, the same bits
+    grad_coef += (2.0 * l2) * coef  # in place: the same bits as g·scale + 2λW, one array less
     grad_intercept = None if params.intercept is None else sums.grad_intercept_sum * scale
     return loss, Params(grad_coef, grad_intercept)
 
