@@ -59,3 +59,31 @@ def test_messages_name_the_row_of_the_row_group_in_a_later_batch(tmp_path):
     with pytest.raises(ValueError, match=r"missing in 1 row\(s\), first in row 170"):
         convert_parquet(tmp_path / "nolabel.parquet", tmp_path / "c.zarr", label_column="y",
                         embedding_column="e")  # fmt: skip
+
+
+def test_a_row_groups_raw_bytes_are_streamed_not_held_whole(tmp_path):
+    """pyarrow would read a row group's column chunks whole before decoding them; the converter
+    streams them, so its Arrow memory stays far below one row group (here 64 MiB of float32
+    values that do not compress), in a fresh process whose Arrow pool saw nothing else."""
+    import subprocess
+    import sys
+
+    n_rows, n_features = 262_144, 64
+    X = np.random.default_rng(0).standard_normal((n_rows, n_features)).astype(np.float32)
+    values = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), n_features)
+    table = pa.table({"e": values, "y": np.arange(n_rows) % 3})
+    pq.write_table(table, tmp_path / "big.parquet", row_group_size=n_rows, compression="none")
+    script = (
+        "import sys, pyarrow as pa, dask\n"
+        "from dsoftmax.data.convert import convert_parquet\n"
+        "with dask.config.set(scheduler='threads'):\n"
+        "    convert_parquet(sys.argv[1], sys.argv[2], label_column='y', embedding_column='e')\n"
+        "print(pa.default_memory_pool().max_memory())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "big.parquet"), str(tmp_path / "o.zarr")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row_group_bytes = X.nbytes
+    assert int(done.stdout.split()[-1]) < row_group_bytes / 2  # 83 MB when read whole

@@ -35,6 +35,12 @@ _PARQUET_INSTALL = "pip install 'dsoftmax[parquet]'"
 #: Rows per record batch of a row group's read (8 MiB of 256 float32 features).
 PARQUET_BATCH_ROWS = 8192
 
+#: Bytes of a row group's column chunks read at a time. pyarrow reads a whole row group's raw
+#: bytes ahead of decoding by default (``pre_buffer``): a thread then holds them beside the rows
+#: it decodes, which doubles a conversion's memory when the values barely compress (embeddings).
+#: Streamed through a buffer, a row group costs one more request per buffer on an object store.
+PARQUET_READ_BUFFER_BYTES = 8 << 20
+
 
 def _import_pyarrow() -> Any:
     try:
@@ -251,12 +257,21 @@ def _check_same_schema(path: str, schema: pa.Schema, first: pa.Schema, columns: 
 
 def read_parquet_row_group(fs: Any, path: str, row_group: int, columns: list[str]) -> pa.Table:
     """Worker task: one row group of a Parquet file, only ``columns``."""
+
+    # One thread: the tasks already run in parallel.
+    with _streamed_file(fs, path) as file:
+        return file.read_row_group(row_group, columns=columns, use_threads=False)
+
+
+def _streamed_file(fs: Any, path: str) -> Any:
+    """A ``pyarrow.parquet.ParquetFile`` that reads its column chunks through a buffer of
+    :data:`PARQUET_READ_BUFFER_BYTES` (with pyarrow's own file access, which reads faster than a
+    Python file object)."""
     import pyarrow.parquet as pq
 
-    # pyarrow's own file access, which reads faster than a Python file object.
-    # One thread: the tasks already run in parallel.
-    with pq.ParquetFile(path, filesystem=fs) as file:
-        return file.read_row_group(row_group, columns=columns, use_threads=False)
+    return pq.ParquetFile(
+        path, filesystem=fs, pre_buffer=False, buffer_size=PARQUET_READ_BUFFER_BYTES
+    )
 
 
 def _arrow_values(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -336,14 +351,12 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     memory, in new pages).
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     where = f"{piece.path!r} (row group {piece.spec})"
     labels = []
     filled = 0
-    # pyarrow's own file access, which reads faster than a Python file object; one thread: the
-    # tasks already run in parallel.
-    with pq.ParquetFile(piece.path, filesystem=fs) as file:
+    # One thread: the tasks already run in parallel.
+    with _streamed_file(fs, piece.path) as file:
         n_rows = file.metadata.row_group(piece.spec).num_rows
         label_type = file.schema_arrow.field(layout.label_column).type
         X = np.empty((n_rows, layout.n_features), dtype=layout.dtype)
