@@ -257,7 +257,6 @@ def _check_same_schema(path: str, schema: pa.Schema, first: pa.Schema, columns: 
 
 def read_parquet_row_group(fs: Any, path: str, row_group: int, columns: list[str]) -> pa.Table:
     """Worker task: one row group of a Parquet file, only ``columns``."""
-
     # One thread: the tasks already run in parallel.
     with _streamed_file(fs, path) as file:
         return file.read_row_group(row_group, columns=columns, use_threads=False)
@@ -345,10 +344,10 @@ def _embedding_matrix(
 def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     """Worker task's reader: features (n_rows, n_features) and labels of one row group.
 
-    The row group is read in record batches of :data:`PARQUET_BATCH_ROWS` rows, each copied
-    into the features' array as it comes: a batch's buffers are small and reused, where a whole
-    row group read at once holds its decoded columns beside the features' array (twice the
-    memory, in new pages).
+    The row group is streamed from the file (:func:`_streamed_file`) and read in record batches
+    of :data:`PARQUET_BATCH_ROWS` rows, each copied into the features' array as it comes: a
+    batch's buffers are small and reused, where a whole row group read at once holds its decoded
+    columns beside the features' array (twice the memory, in new pages).
     """
     import pyarrow as pa
 
