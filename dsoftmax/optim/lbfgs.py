@@ -37,12 +37,14 @@ deviation, 2,000 to 100,000 rows); ``rel_noise`` is a threshold above it. A larg
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import scipy.optimize
 
 from dsoftmax.validation import finite_float, whole_number
+
+if TYPE_CHECKING:
+    import scipy.optimize
 
 __all__ = ["FTOL", "MAX_LINE_SEARCH_EVALS", "NOISE_PATIENCE", "LbfgsResult", "minimize_lbfgs"]
 
@@ -243,6 +245,9 @@ def minimize_lbfgs(
     >>> result.converged, bool(np.allclose(result.x, 0, atol=1e-4))
     (True, True)
     """
+    # Imported here: the commands that only load a model (evaluate, predict) never need it.
+    import scipy.optimize
+
     start, iterations, tolerance, noise = _validate(x0, max_iter, tol, rel_noise)
     tracker = _Tracker(fun, start.size, noise, callback)
     options = {
