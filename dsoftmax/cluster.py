@@ -72,11 +72,6 @@ MAX_DEFAULT_LOCAL_WORKERS = 4
 #: client process, which holds the model and receives the reduced sums.
 LOCAL_MEMORY_FRACTION = 0.8
 
-#: Environment of the workers dsoftmax starts: without NumPy's huge-page requests, loading the
-#: blocks takes about as long as reading them instead of up to twice as long (docs/scaling.md,
-#: "Loading"). The scripts of cluster/ set it for the workers they start.
-WORKER_ENVIRONMENT = PROCESS_ENVIRONMENT
-
 _CLOSED_STATES = frozenset({"closing", "closed"})
 
 _lock = threading.RLock()
@@ -197,7 +192,10 @@ def local_cluster(
     # variable when it is imported).
     spawn_environment = {
         **dask.config.get("distributed.nanny.pre-spawn-environ", {}),
-        **WORKER_ENVIRONMENT,
+        # Without NumPy's huge-page requests a worker loads its blocks about as fast as it reads
+        # them, not up to twice as slowly (docs/scaling.md, "Loading"); the scripts of cluster/
+        # set it for the workers they start.
+        **PROCESS_ENVIRONMENT,
     }
     with (
         dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_environment}),

@@ -593,12 +593,12 @@ def sum_blocks(parts: list[BlockSums]) -> BlockSums:
     """
     if not parts:
         raise ValueError("sum_blocks needs at least one BlockSums.")
-    total, *others = parts
-    for part in others:
-        if total is parts[0] or total.grad_coef_sum.dtype != np.float64:
-            total = add_sums(total, part)  # float32 + float32 rounds to float32
-        else:
-            total = add_sums_into(total, part)
+    if len(parts) == 1:
+        return parts[0]
+    total = add_sums(parts[0], parts[1])
+    for part in parts[2:]:
+        in_place = total.grad_coef_sum.dtype == np.float64  # float32 + float32 stays float32
+        total = add_sums_into(total, part) if in_place else add_sums(total, part)
     return total
 
 
