@@ -38,6 +38,7 @@ from dsoftmax.objective import Params, block_sums, finalize, sum_blocks
 
 from .bench_pass import blocked_pass
 from .common import (
+    SETTLE_SECONDS,
     Section,
     Timing,
     Verdict,
@@ -323,9 +324,13 @@ def run(config: OptimumConfig, workdir: Path) -> Section:
         sklearn_times = [sklearn_seconds]
         with engine:
             for round_index in range(config.repeat):
+                # Each run starts once the BLAS threads of the one before have gone to sleep.
+                time.sleep(SETTLE_SECONDS)
                 runs["dsoftmax"].append(_dsoftmax_run(engine, config, goal, f_sklearn))
+                time.sleep(SETTLE_SECONDS)
                 runs["scipy"].append(_scipy_run(blocks, labels, config, goal, f_sklearn))
                 if 0 < round_index < config.sklearn_repeat:
+                    time.sleep(SETTLE_SECONDS)
                     sklearn_times.append(_sklearn_fit(X, y, config)[0])
 
     return _section(

@@ -26,6 +26,7 @@ from dsoftmax.defaults import DEFAULT_CODEC
 
 __all__ = [
     "MIB",
+    "SETTLE_SECONDS",
     "MemorySampler",
     "Section",
     "Timing",
@@ -190,6 +191,13 @@ def time_to_target(history: Iterable[tuple[float, float]], target: float) -> flo
     return math.inf
 
 
+#: Pause before each candidate's run in :func:`measure_interleaved`. After a multi-threaded
+#: BLAS call, OpenBLAS's idle threads spin for ~2^28 cycles (~0.1 s here) before they sleep,
+#: and on a 2-core machine they take the cores from whatever runs next (a pass on the workers
+#: right after an in-process NumPy pass measured 0.12 s instead of 0.09 s).
+SETTLE_SECONDS = 0.25
+
+
 def measure(run: Callable[[], object], repeat: int) -> Timing:
     """Time ``repeat`` calls of ``run`` one by one (the caller warms up first)."""
     if repeat < 1:
@@ -207,6 +215,7 @@ def measure_interleaved(
     repeat: int,
     warmup: int = 1,
     run_length: int = 1,
+    settle: float = SETTLE_SECONDS,
 ) -> dict[str, Timing]:
     """Run rounds in which every candidate runs ``run_length`` times in a row, as
     ``candidates[name](call_index)``, each call timed on its own.
@@ -215,16 +224,19 @@ def measure_interleaved(
     burst of outside load over every candidate instead of over the one that happened to run
     then, so the ratios between candidates stay meaningful on a shared machine. Runs longer than
     one call keep a candidate clear of the work another one leaves behind on the cluster (a
-    dask.array step's key releases land on the next step, whoever runs it).
+    dask.array step's key releases land on the next step, whoever runs it). Each run starts
+    ``settle`` seconds after the one before, untimed, so that no candidate pays for the threads
+    another left spinning.
     """
-    if repeat < 1 or warmup < 0 or run_length < 1:
+    if repeat < 1 or warmup < 0 or run_length < 1 or settle < 0:
         raise ValueError(
-            f"need repeat >= 1, warmup >= 0 and run_length >= 1, got {repeat}, {warmup} and "
-            f"{run_length}."
+            f"need repeat >= 1, warmup >= 0, run_length >= 1 and settle >= 0, got {repeat}, "
+            f"{warmup}, {run_length} and {settle}."
         )
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for round_index in range(warmup + repeat):
         for name, run in candidates.items():
+            time.sleep(settle)
             for call in range(round_index * run_length, (round_index + 1) * run_length):
                 started = time.perf_counter()
                 run(call)

@@ -8,10 +8,12 @@ model, codec choice, baselines) and, marked slow, a quick run of every benchmark
 from __future__ import annotations
 
 import doctest
+import itertools
 import math
 import re
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -39,7 +41,13 @@ from benchmarks.bench_scaling import (
     fit_cost_model,
     reduce_depth,
 )
-from benchmarks.common import MemorySampler, Section, Verdict, time_to_target
+from benchmarks.common import (
+    MemorySampler,
+    Section,
+    Verdict,
+    measure_interleaved,
+    time_to_target,
+)
 from benchmarks.report import EXIT_ERROR, EXIT_MISSED, EXIT_OK, exit_status, summary_table
 from dsoftmax.engine import EngineProblem, LocalEngine
 from dsoftmax.objective import Params, loss_and_grad
@@ -159,6 +167,31 @@ def test_time_to_target_is_the_first_evaluation_at_or_below_the_target():
 
 
 # ----------------------------------------------------------------------------- selection
+def test_interleaved_runs_start_after_a_pause_and_their_calls_follow_at_once():
+    started: list[tuple[str, int, float]] = []
+
+    def candidate(name: str):
+        return lambda call: started.append((name, call, time.perf_counter()))
+
+    timings = measure_interleaved(
+        {"a": candidate("a"), "b": candidate("b")}, repeat=2, warmup=1, run_length=3, settle=0.05
+    )
+    assert [(name, call) for name, call, _ in started] == [
+        (name, call)
+        for round_index in range(3)
+        for name in "ab"
+        for call in range(3 * round_index, 3 * round_index + 3)
+    ]
+    gaps = [later[2] - earlier[2] for earlier, later in itertools.pairwise(started)]
+    switches = [gap for i, gap in enumerate(gaps) if started[i][0] != started[i + 1][0]]
+    within_runs = [gap for i, gap in enumerate(gaps) if i % 3 != 2]
+    assert min(switches) >= 0.05
+    assert max(within_runs) < 0.05
+    assert [len(timings[name].samples) for name in "ab"] == [6, 6]
+    with pytest.raises(ValueError, match="settle"):
+        measure_interleaved({"a": candidate("a")}, repeat=1, settle=-1.0)
+
+
 def test_every_target_has_one_benchmark_in_the_issues_order():
     assert list(run.BENCHMARKS) == [
         "pass", "optimum", "steps", "epoch", "out_of_core", "wide", "scaling", "half", "grid",
