@@ -242,19 +242,45 @@ def _training_client(dataset: Any, args: argparse.Namespace, cluster: CommandClu
     return cluster.client()
 
 
+def _test_set(args: argparse.Namespace, train: Any) -> Any:
+    """The ``--test`` dataset, opened and checked against the training data before the fit
+    (so that a wrong path or shape fails in seconds, not after the training), or None."""
+    if args.test is None:
+        return None
+    test = _open(args.test, args)
+    if test.n_features != train.n_features:
+        raise ValueError(
+            f"--test {args.test!r} has {test.n_features} features but the training data "
+            f"{args.data!r} has {train.n_features}."
+        )
+    return test
+
+
+def print_test_report(model: Any, test: Any) -> None:
+    """Print ``model``'s report on the ``--test`` dataset (nothing when there is none), on the
+    client the fit used, or in this process when the fit ran here."""
+    if test is None:
+        return
+    from ..evaluation import evaluate_model, format_report
+
+    print("on the test data:")
+    print(format_report(evaluate_model(model, test, client=model.client, progress=True)))
+
+
 def _fit_on_cluster(
     model: Any, args: argparse.Namespace, cluster: CommandCluster
-) -> tuple[Any, str | None, float]:
-    """Open the data, refuse a target that is not a model, fit ``model`` on the cluster or in
-    this process (resumed as asked): the dataset, the not-converged message (None when
-    converged) and the seconds."""
+) -> tuple[Any, Any, str | None, float]:
+    """Open the data (and the ``--test`` data), refuse a target that is not a model, fit
+    ``model`` on the cluster or in this process (resumed as asked): the training and test
+    datasets, the not-converged message (None when converged) and the seconds."""
     dataset = _open(args.data, args)
+    test = _test_set(args, dataset)
     _check_model_target(args.model, args.storage_options)
     model.client = _training_client(dataset, args, cluster)
     started = time.perf_counter()
     resume = args.resume if args.resume_from is None else args.resume_from
     not_converged = _fit(model, dataset, resume, args.command_line)
-    return dataset, not_converged, time.perf_counter() - started
+    return dataset, test, not_converged, time.perf_counter() - started
 
 
 def cmd_train(args: argparse.Namespace, cluster: CommandCluster) -> int:
@@ -264,7 +290,7 @@ def cmd_train(args: argparse.Namespace, cluster: CommandCluster) -> int:
     if wants_search(args):
         return cmd_train_search(args, cluster)
     model = _trainer_from(args)
-    dataset, not_converged, elapsed = _fit_on_cluster(model, args, cluster)
+    dataset, test, not_converged, elapsed = _fit_on_cluster(model, args, cluster)
     if not_converged:
         logger.info("dsoftmax: %s", one_line(not_converged))
         print(f"{PROG}: warning: {_not_converged(args.solver, args.max_iter)}", file=sys.stderr)
@@ -276,6 +302,7 @@ def cmd_train(args: argparse.Namespace, cluster: CommandCluster) -> int:
         f"{_iterations(args.solver, model.n_iter_)}{stopped}, final loss "
         f"{model.loss_curve_[-1]:.6f}; model saved to {args.model}"
     )
+    print_test_report(model, test)
     return EXIT_OK
 
 

@@ -415,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
         "chosen by cross-validation (--cv)",
     )  # fmt: skip
     train.add_argument("--no-intercept", action="store_true", help="fit no intercept")
+    train.add_argument(
+        "--test",
+        metavar="DATA",
+        help="after saving the model, print its report on this held-out dataset (path or URL), "
+        "as 'dsoftmax evaluate' does, on the cluster of the fit",
+    )
     _add_hyper_parameter(train, "batch_size", 8192, "rows per minibatch (sgd, adam)")
     _add_grid_parameter(
         train, "learning_rate", 0.01, "sgd/adam (default 0.01); several, comma-separated, join the "

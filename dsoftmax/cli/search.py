@@ -73,10 +73,10 @@ def _check_search(params: dict[str, Any]) -> None:
 def cmd_train_search(args: argparse.Namespace, cluster: Any) -> int:
     """Fit the grid on the cluster, print its table, then save the model (after a successful
     fit only)."""
-    from .model_commands import _fit_on_cluster, _iterations
+    from .model_commands import _fit_on_cluster, _iterations, print_test_report
 
     model = _search_from(args)
-    dataset, not_converged, elapsed = _fit_on_cluster(model, args, cluster)
+    dataset, test, not_converged, elapsed = _fit_on_cluster(model, args, cluster)
     print(search_table(model, per_split=args.verbose > 0))
     if not_converged:
         print(
@@ -96,6 +96,7 @@ def cmd_train_search(args: argparse.Namespace, cluster: Any) -> int:
         f"trained {n_models} grid models on {dataset.n_samples} rows in {elapsed:.2f} s, "
         f"chose l2={model.l2_:.6g}; {refit}; model saved to {args.model}"
     )
+    print_test_report(model, test)
     return EXIT_OK
 
 
