@@ -184,6 +184,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator, SoftmaxTrainer):
                 )
             known = classes
         data = prepare_data(X, y, sample_weight, classes=known)
+        if not first_call:
+            self._check_continuation(data, "partial_fit")
         state = getattr(self, "_optimizer_state", None)
         one_epoch = TrainConfig(**{**config.__dict__, "max_iter": 1})
         self._fit_prepared(

@@ -261,6 +261,7 @@ chunk_rows, hold_data, storage_options, verbose
 
         config = self._grid_config()
         data = prepare_data(X, y, sample_weight, classes=None)
+        class_weight = self._class_weight_vector(data)
         checkpoints = GridCheckpointing.open(self, data, config, resume)
         if checkpoints is not None:
             config = checkpoints.config  # a resumed fit keeps the seed of the interrupted one
@@ -275,7 +276,6 @@ chunk_rows, hold_data, storage_options, verbose
             for l2 in l2s
             for rate in rates
         ]
-        class_weight = self._class_weight_vector(data)
         if checkpoints is not None:
             checkpoints.check(
                 models, folds, self.fit_intercept, class_weight, self.scoring, self.refit

@@ -144,8 +144,10 @@ class SoftmaxTrainer:
         """
         config = self._train_config()
         data = prepare_data(X, y, sample_weight, classes=None)
-        config, resume_state, hook = self._checkpointing(data, config, resume)
         warm = self.warm_start and hasattr(self, "coef_")
+        if warm:
+            self._check_continuation(data, "warm_start=True")
+        config, resume_state, hook = self._checkpointing(data, config, resume)
         self._fit_prepared(
             data,
             config,
@@ -220,16 +222,16 @@ class SoftmaxTrainer:
         resume: TrainingState | None = None,
         checkpoint: CheckpointHook | None = None,
     ) -> None:
-        if warm and self.n_features_in_ != data.n_features:
-            raise ValueError(
-                f"X has {data.n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input (from the previous fit); refit with "
-                "warm_start=False for new data."
-            )
+        # 'balanced' needs each class's total weight, which the engine's load pass of Dask
+        # input counts; other class weights are refused before that pass.
+        balanced = isinstance(self.class_weight, str)
+        class_weight = None if balanced else self._class_weight_vector(data)
         engine = self._make_engine(data)
         try:
+            if balanced:
+                class_weight = self._class_weight_vector(data)
             check_streamed_minibatches(engine, config)
-            problem = EngineProblem(engine, config.l2, self._class_weight_vector(data))
+            problem = EngineProblem(engine, config.l2, class_weight)
             params = self._initial_params(data, warm)
             result = train(
                 problem,
@@ -327,6 +329,26 @@ class SoftmaxTrainer:
             raise
         return engine
 
+    def _check_continuation(self, data: PreparedData, how: str) -> None:
+        """Refuse to continue from the fitted weights (``how``: ``warm_start=True`` or
+        ``partial_fit``) on data whose features or classes are not the ones they are for."""
+        name = type(self).__name__
+        if self.n_features_in_ != data.n_features:
+            raise ValueError(
+                f"X has {data.n_features} features, but {name} is expecting "
+                f"{self.n_features_in_} features as input (from the previous fit): {how} "
+                f"continues from weights for {self.n_features_in_} features; fit with "
+                "warm_start=False (or a new estimator) for new data. The fitted model is "
+                "unchanged."
+            )
+        previous, new = np.asarray(self.classes_).tolist(), data.classes.tolist()
+        if previous != new:
+            raise ValueError(
+                f"y has the classes {new}, but {name} was fitted on the classes {previous}: "
+                f"{how} continues from weights for those classes; fit with warm_start=False (or "
+                "a new estimator) for new classes. The fitted model is unchanged."
+            )
+
     def _class_weight_vector(self, data: PreparedData) -> np.ndarray | None:
         if self.class_weight is None:
             return None
@@ -347,6 +369,12 @@ class SoftmaxTrainer:
                     f"{data.classes.tolist()}."
                 )
             weights[position[0]] = float(weight)
+        if not weights.any():
+            raise ValueError(
+                f"class_weight {self.class_weight!r} gives every class of "
+                f"{data.classes.tolist()} a weight of zero; at least one class needs a positive "
+                "weight."
+            )
         return weights
 
     def _initial_params(self, data: PreparedData, warm: bool) -> Params:

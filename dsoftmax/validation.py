@@ -275,13 +275,38 @@ def check_nesterov(
 
 
 def check_class_weight(class_weight: object) -> None:
-    """Refuse a ``class_weight`` that is neither None, ``'balanced'`` nor a dict."""
-    if class_weight is None or class_weight == "balanced" or isinstance(class_weight, dict):
+    """Refuse a ``class_weight`` that is neither None, ``'balanced'`` nor a dict of finite
+    weights >= 0.
+
+    A negative weight would make the objective unbounded below. Whether the dict's labels are
+    classes of the data, and whether some class keeps a positive weight, is checked in ``fit``,
+    where the classes are known.
+
+    Raises
+    ------
+    TypeError
+        A weight that is not a number.
+    ValueError
+        Another kind of ``class_weight``, or a weight that is negative, NaN or infinite.
+
+    Examples
+    --------
+    >>> check_class_weight({0: -1.0})
+    Traceback (most recent call last):
+    ...
+    ValueError: class_weight[0] must be in [0, inf), got -1.0; a weight of 0 drops the class.
+    """
+    if class_weight is None or class_weight == "balanced":
         return
-    raise ValueError(
-        "class_weight must be None, 'balanced' or a dict {label: weight}, got "
-        f"{class_weight!r}."
-    )
+    if not isinstance(class_weight, dict):
+        raise ValueError(
+            "class_weight must be None, 'balanced' or a dict {label: weight}, got "
+            f"{class_weight!r}."
+        )
+    for label, weight in class_weight.items():
+        check_number(
+            f"class_weight[{label!r}]", weight, ZERO_OR_MORE, fix="a weight of 0 drops the class"
+        )
 
 
 # ----------------------------------------------------------- the estimator's hyper-parameters
