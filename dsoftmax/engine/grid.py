@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..kernels import is_csr
 from ..kernels.stacked import (
     EVERY_ROW,
     StackSums,
@@ -36,6 +37,11 @@ from ..kernels.stacked import (
     sum_stack_metrics,
     sum_stack_sums,
 )
+from ..kernels.stacked_sparse import (
+    prepare_sparse_stack,
+    sparse_stack_metrics,
+    sparse_stack_sums,
+)
 from ..objective import work_array
 
 if TYPE_CHECKING:
@@ -47,7 +53,7 @@ __all__ = ["GRID_KINDS"]
 def _fold_codes(block: Block, rows: np.ndarray | None, splits: np.ndarray) -> np.ndarray:
     """The fold codes of the evaluated rows; zeros for blocks without codes, which only models
     of every row may read."""
-    n_rows = len(block.X) if rows is None else len(rows)
+    n_rows = block.X.shape[0] if rows is None else len(rows)
     if block.folds is None:
         if np.any(splits != EVERY_ROW):
             raise ValueError(
@@ -76,18 +82,28 @@ def _sums_out(n_models: int, n_classes: int, n_features: int) -> StackSums:
     )
 
 
+def _stack_kernel(X: Any) -> tuple[Any, Any, Any]:
+    """``(prepare, sums, metrics)`` of the stacked kernel that reads blocks like ``X``: the
+    sparse one for CSR blocks, the dense one for NumPy blocks (every block of a dataset is of
+    one kind)."""
+    if is_csr(X):
+        return prepare_sparse_stack, sparse_stack_sums, sparse_stack_metrics
+    return prepare_stack, stack_sums, stack_metrics
+
+
 def _grid_sums_leaves(
     evaluation: Evaluation, share: Share, blocks: Iterator[Block]
 ) -> Iterator[Any]:
     """Per block, every stacked model's sums over its training rows."""
     prepared = out = None
     for block, rows in zip(blocks, share.rows, strict=True):
+        prepare, sums, _ = _stack_kernel(block.X)
         if prepared is None:
-            prepared = prepare_stack(evaluation.params, block.X.dtype)
+            prepared = prepare(evaluation.params, block.X.dtype)
             out = _sums_out(prepared.n_models, prepared.n_classes, prepared.n_features)
         labels, weights = _selected(block, rows, evaluation.class_weight)
         codes = _fold_codes(block, rows, prepared.splits)
-        yield stack_sums(prepared, block.X, labels, weights, codes, rows=rows, out=out)
+        yield sums(prepared, block.X, labels, weights, codes, rows=rows, out=out)
 
 
 def _grid_metrics_leaves(
@@ -96,11 +112,12 @@ def _grid_metrics_leaves(
     """Per block, every stacked model's metrics over its held-out rows (sample weights only)."""
     prepared = None
     for block, rows in zip(blocks, share.rows, strict=True):
+        prepare, _, metrics = _stack_kernel(block.X)
         if prepared is None:
-            prepared = prepare_stack(evaluation.params, block.X.dtype)
+            prepared = prepare(evaluation.params, block.X.dtype)
         labels, weights = _selected(block, rows, None)
         codes = _fold_codes(block, rows, prepared.splits)
-        yield stack_metrics(prepared, block.X, labels, weights, codes, rows=rows)
+        yield metrics(prepared, block.X, labels, weights, codes, rows=rows)
 
 
 def _same(value: Any) -> Any:

@@ -54,6 +54,7 @@ __all__ = [
     "StackSums",
     "add_stack_metrics",
     "add_stack_sums_into",
+    "checked_stack",
     "own_stack_sums",
     "prepare_stack",
     "stack_metrics",
@@ -158,30 +159,28 @@ class PreparedStack(NamedTuple):
         return self.coef.shape[1]
 
 
-def prepare_stack(stack: Stack, dtype: np.dtype) -> PreparedStack:
-    """Lay out ``stack`` for blocks stored as ``dtype`` (:func:`~dsoftmax.kernels.storage_dtypes`).
+def checked_stack(
+    stack: Stack,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """``(coef, intercept, splits, roles)`` of ``stack`` as arrays, checked against each other.
 
     Raises
     ------
     ValueError
         When the arrays' shapes disagree, or a split has no column in ``roles``.
     """
-    storage = np.dtype(dtype)
-    compute = compute_dtype(storage)
     coef = np.asarray(stack.coef)
     if coef.ndim != 3 or min(coef.shape) < 1:
         raise ValueError(
             f"a stack's coef must have shape (n_models, n_classes, n_features), got {coef.shape}."
         )
-    n_models, n_classes, n_features = coef.shape
-    intercept = np.zeros((n_models, n_classes), dtype=compute)
-    if stack.intercept is not None:
-        if np.shape(stack.intercept) != (n_models, n_classes):
-            raise ValueError(
-                f"a stack's intercept must have shape {(n_models, n_classes)}, got "
-                f"{np.shape(stack.intercept)}."
-            )
-        intercept[:] = stack.intercept
+    n_models, n_classes, _ = coef.shape
+    intercept = None if stack.intercept is None else np.asarray(stack.intercept)
+    if intercept is not None and intercept.shape != (n_models, n_classes):
+        raise ValueError(
+            f"a stack's intercept must have shape {(n_models, n_classes)}, got "
+            f"{intercept.shape}."
+        )
     splits = np.ascontiguousarray(stack.splits, dtype=np.int64)
     roles = np.ascontiguousarray(stack.roles, dtype=np.uint8)
     if splits.shape != (n_models,) or roles.ndim != 2:
@@ -194,6 +193,24 @@ def prepare_stack(stack: Stack, dtype: np.dtype) -> PreparedStack:
             f"splits must lie in [-1, {roles.shape[1]}) (the roles table's columns), got "
             f"{splits.tolist()}."
         )
+    return coef, intercept, splits, roles
+
+
+def prepare_stack(stack: Stack, dtype: np.dtype) -> PreparedStack:
+    """Lay out ``stack`` for blocks stored as ``dtype`` (:func:`~dsoftmax.kernels.storage_dtypes`).
+
+    Raises
+    ------
+    ValueError
+        When the arrays' shapes disagree, or a split has no column in ``roles``.
+    """
+    storage = np.dtype(dtype)
+    compute = compute_dtype(storage)
+    coef, given_intercept, splits, roles = checked_stack(stack)
+    n_models, n_classes, n_features = coef.shape
+    intercept = np.zeros((n_models, n_classes), dtype=compute)
+    if given_intercept is not None:
+        intercept[:] = given_intercept
     return PreparedStack(
         coef=np.ascontiguousarray(coef.reshape(n_models * n_classes, n_features), dtype=compute),
         intercept=intercept.reshape(-1),
