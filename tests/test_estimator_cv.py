@@ -176,6 +176,23 @@ def test_resume_of_an_interrupted_grid_is_bit_identical(tmp_path, caplog, solver
         SoftmaxRegressionCV(checkpoint_dir=checkpoints, **params).fit(X, y)
 
 
+def test_resuming_a_finished_grid_with_a_larger_max_iter_says_its_models_stay_as_they_are(
+    tmp_path,
+):
+    X, y = _standardized(load_wine)
+    params = {"l2s": [1e-3, 1e-2], "cv": 2, "random_state": 0,
+              "checkpoint_dir": str(tmp_path / "ckpt")}  # fmt: skip
+    short = _quiet_fit(SoftmaxRegressionCV(max_iter=3, **params), X, y)
+    assert not short.n_iter_.max() > 3
+    with pytest.warns(UserWarning, match=r"4 of its 4 models stopped at max_iter=3; .* does not "
+                      r"train them further\. Fit afresh"):  # fmt: skip
+        resumed = _quiet_fit(SoftmaxRegressionCV(max_iter=100, **params), X, y, resume=True)
+    np.testing.assert_array_equal(resumed.scores_, short.scores_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the same max_iter: nothing to say
+        _quiet_fit(SoftmaxRegressionCV(max_iter=3, **params), X, y, resume=True)
+
+
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
 def test_an_sgd_or_adam_grid_spans_learning_rates(solver):
     X, y = _standardized(load_iris)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -520,6 +521,25 @@ class GridCheckpointing:
                     "this fit's. Resume with the same settings and data, or resume=False."
                 )
         logger.info("dsoftmax: resuming the grid from step %d in %s", found.step, where)
+        self._warn_of_models_stopped_early(found, where)
+
+    def _warn_of_models_stopped_early(self, found: GridCheckpoint, where: str) -> None:
+        """Warn when ``max_iter`` grew but the checkpoint's grid is finished with models that
+        stopped at the old one: a finished grid's models and scores are kept as they are."""
+        previous = found.config.get("max_iter")
+        if not is_integer(previous) or self.config.max_iter <= previous or found.results is None:
+            return
+        stopped = sum(not result.converged for result in found.results)
+        if stopped:
+            warnings.warn(
+                f"the grid in checkpoint {where!r} (step {found.step}) is finished, {stopped} of "
+                f"its {len(found.results)} models stopped at max_iter={previous}; a resumed fit "
+                f"keeps a finished grid's models and held-out scores as they are, so "
+                f"max_iter={self.config.max_iter} does not train them further. Fit afresh "
+                "(without resume, in another checkpoint_dir) to train them longer.",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def hook(self, phase: str) -> GridCheckpointHook:
         """The hook of the grid's run (``phase="grid"``) or of the refit's."""
