@@ -176,16 +176,17 @@ def test_resume_of_an_interrupted_grid_is_bit_identical(tmp_path, caplog, solver
         SoftmaxRegressionCV(checkpoint_dir=checkpoints, **params).fit(X, y)
 
 
+@pytest.mark.parametrize(("every", "refit"), [(None, ""), (1, r" \(and its refit\)")])
 def test_resuming_a_finished_grid_with_a_larger_max_iter_says_its_models_stay_as_they_are(
-    tmp_path,
+    tmp_path, every, refit
 ):
     X, y = _standardized(load_wine)
-    params = {"l2s": [1e-3, 1e-2], "cv": 2, "random_state": 0,
+    params = {"l2s": [1e-3, 1e-2], "cv": 2, "random_state": 0, "checkpoint_every": every,
               "checkpoint_dir": str(tmp_path / "ckpt")}  # fmt: skip
     short = _quiet_fit(SoftmaxRegressionCV(max_iter=3, **params), X, y)
     assert not short.n_iter_.max() > 3
-    with pytest.warns(UserWarning, match=r"4 of its 4 models stopped at max_iter=3; .* does not "
-                      r"train them further\. Fit afresh"):  # fmt: skip
+    with pytest.warns(UserWarning, match=rf"4 of its 4 models{refit} stopped at max_iter=3; .* "
+                      r"does not train them further\. Fit afresh"):  # fmt: skip
         resumed = _quiet_fit(SoftmaxRegressionCV(max_iter=100, **params), X, y, resume=True)
     np.testing.assert_array_equal(resumed.scores_, short.scores_)
     with warnings.catch_warnings():

@@ -35,7 +35,14 @@ import numpy as np
 from ..grid.loop import GridCheckpointHook, GridRun
 from ..objective import Params
 from ..optim import AdamState, SGDState
-from ..optim.lbfgs_steps import FAILED, RUNNING, LbfgsState, LineSearch, lbfgs_compact
+from ..optim.lbfgs_steps import (
+    FAILED,
+    RUNNING,
+    STOPPED,
+    LbfgsState,
+    LineSearch,
+    lbfgs_compact,
+)
 from ..training import TrainConfig, TrainResult
 from ..validation import is_integer
 from .checkpoint import CheckpointError, CheckpointManager, check_resumable
@@ -524,19 +531,24 @@ class GridCheckpointing:
         self._warn_of_models_stopped_early(found, where)
 
     def _warn_of_models_stopped_early(self, found: GridCheckpoint, where: str) -> None:
-        """Warn when ``max_iter`` grew but the checkpoint's grid is finished with models that
-        stopped at the old one: a finished grid's models and scores are kept as they are."""
+        """Warn when ``max_iter`` grew but the checkpoint's grid is finished with models (or a
+        refit) that stopped at the old one: they are kept as they are."""
         previous = found.config.get("max_iter")
         if not is_integer(previous) or self.config.max_iter <= previous or found.results is None:
             return
         stopped = sum(not result.converged for result in found.results)
-        if stopped:
+        refit = found.refit is not None and any(
+            state.status == STOPPED for state in found.refit.lbfgs
+        )
+        if stopped or refit:
+            what = f"{stopped} of its {len(found.results)} models" if stopped else "its refit"
+            also = " (and its refit)" if stopped and refit else ""
             warnings.warn(
-                f"the grid in checkpoint {where!r} (step {found.step}) is finished, {stopped} of "
-                f"its {len(found.results)} models stopped at max_iter={previous}; a resumed fit "
-                f"keeps a finished grid's models and held-out scores as they are, so "
-                f"max_iter={self.config.max_iter} does not train them further. Fit afresh "
-                "(without resume, in another checkpoint_dir) to train them longer.",
+                f"the grid in checkpoint {where!r} (step {found.step}) is finished, {what}{also} "
+                f"stopped at max_iter={previous}; a resumed fit keeps what a finished grid "
+                f"trained as it is, so max_iter={self.config.max_iter} does not train them "
+                "further. Fit afresh (without resume, in another checkpoint_dir) to train them "
+                "longer.",
                 UserWarning,
                 stacklevel=4,
             )
