@@ -91,3 +91,14 @@ def test_bad_grid_options_are_one_line_usage_errors(data, tmp_path, options, mes
     (result,) = run_cli_many(("train", data, "--model", tmp_path / "m", *options))
     assert_one_line_error(result, 2, re.escape(message) if "--cv:" not in message else message)
     assert not (tmp_path / "m").exists()
+
+
+def test_a_grid_over_learning_rates_names_the_chosen_rate(data, tmp_path):
+    (result,) = run_cli_many(
+        ("train", data, "--model", tmp_path / "m", "--solver", "sgd", "--l2", "1e-4,1e-3",
+         "--learning-rate", "0.1,0.01", "--cv", 2, "--max-iter", 2),
+    )  # fmt: skip
+    assert result.returncode == 0, describe(result)
+    model = SoftmaxRegressionCV.load(str(tmp_path / "m"))
+    assert re.search(rf"chose l2={model.l2_:.6g}, learning rate={model.learning_rate_:.6g}; refit",
+                     result.stdout), describe(result)  # fmt: skip

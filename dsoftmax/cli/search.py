@@ -94,10 +94,17 @@ def cmd_train_search(args: argparse.Namespace, cluster: Any) -> int:
     )
     print(
         f"trained {n_models} grid models on {dataset.n_samples} rows in {elapsed:.2f} s, "
-        f"chose l2={model.l2_:.6g}; {refit}; model saved to {args.model}"
+        f"chose l2={model.l2_:.6g}{_chosen_rate(model)}; {refit}; model saved to {args.model}"
     )
     print_test_report(model, test)
     return EXIT_OK
+
+
+def _chosen_rate(model: Any) -> str:
+    """``, learning rate=…`` when the grid spans learning rates, else nothing."""
+    if getattr(model, "learning_rates_", None) is None:
+        return ""
+    return f", learning rate={model.learning_rate_:.6g}"
 
 
 def search_table(model: Any, *, per_split: bool = False) -> str:
