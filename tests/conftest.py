@@ -1,7 +1,9 @@
-"""Shared fixtures: a real S3 API (``moto_server``) on 127.0.0.1 for the ``s3`` tests."""
+"""Shared fixtures: a real S3 API (``moto_server``) on 127.0.0.1 for the ``s3`` tests, and
+``dsoftmax`` commands run in this process."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import sys
@@ -121,3 +123,26 @@ def _no_shared_local_cluster_across_modules() -> Iterator[None]:
     from dsoftmax.cluster import close_local_cluster
 
     close_local_cluster()
+
+
+@pytest.fixture
+def run_cli_here(capsys):
+    """Run ``dsoftmax`` in this process (no start-up cost); returns (code, stdout, stderr).
+    The command configures the package's logger: it is put back afterwards."""
+    from dsoftmax import cli
+
+    logger = logging.getLogger("dsoftmax")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+
+    def run(*argv: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            code = cli.main([str(arg) for arg in argv])
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code
+        finally:
+            logger.handlers[:], logger.level, logger.propagate = saved
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

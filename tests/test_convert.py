@@ -5,7 +5,6 @@ source larger than a worker's memory limit converted on real worker processes.""
 from __future__ import annotations
 
 import gzip
-import logging
 import re
 import subprocess
 import sys
@@ -486,27 +485,6 @@ def run_cli_many(*argvs: tuple) -> list[subprocess.CompletedProcess]:
         stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
         results.append(subprocess.CompletedProcess(argv, process.returncode, stdout, stderr))
     return results
-
-
-@pytest.fixture
-def run_cli_here(capsys):
-    """Run ``dsoftmax`` in this process (no start-up cost); returns (code, stdout, stderr).
-    The command configures the package's logger: it is put back afterwards."""
-    logger = logging.getLogger("dsoftmax")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-
-    def run(*argv: object) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            code = cli.main([str(arg) for arg in argv])
-        except SystemExit as exit_:  # argparse's usage errors
-            code = exit_.code
-        finally:
-            logger.handlers[:], logger.level, logger.propagate = saved
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def test_cli_converts_each_format(tmp_path):

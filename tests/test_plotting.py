@@ -4,7 +4,6 @@ refusals, the missing-matplotlib message, and ``dsoftmax plot`` with and without
 from __future__ import annotations
 
 import itertools
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import confusion_matrix
 
-from dsoftmax import SoftmaxRegression, cli, write_dataset
+from dsoftmax import SoftmaxRegression, write_dataset
 from dsoftmax.evaluation import evaluate_model
 from dsoftmax.plotting import (
     DPI,
@@ -343,25 +342,6 @@ def test_plot_without_matplotlib_says_how_to_install_it(sgd_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"needs matplotlib.*pip install 'dsoftmax\[plot\]'"):
         plot_training(sgd_model)
-
-
-@pytest.fixture
-def run_cli_here(capsys):
-    """Run ``dsoftmax`` in this process; returns (code, stdout, stderr). The command
-    configures the package's logger: it is put back afterwards."""
-    logger = logging.getLogger("dsoftmax")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-
-    def run(*argv: object) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            code = cli.main([str(arg) for arg in argv])
-        finally:
-            logger.handlers[:], logger.level, logger.propagate = saved
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def test_cli_plot_writes_the_png_with_and_without_data(

@@ -386,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=_DTYPES,
         help="feature dtype of Parquet, CSV and svmlight sources (default: float32 for svmlight "
-        "and all-float32 Parquet features, else float64)",
+        "and all-float32 Parquet features, else float64); float16 stores svmlight rows dense "
+        "(sparse datasets hold float32 or float64)",
     )
     convert.add_argument(
         "--chunk-rows",

@@ -19,10 +19,13 @@ larger than memory -- or than a worker's memory limit -- convert.
   footers, so every task knows where its rows go before it starts.
 * **CSV** is parsed by pandas: uncompressed files in blocks of ``blocksize`` bytes; compressed
   files (``.gz``, ``.bz2``, ``.xz``, ``.zst``) cannot be split and are read one file per task.
+  Labels are read as text, and the classes are decided once every block is read: ints when
+  every label is a canonical decimal integer, else strings.
 * **svmlight** (:func:`convert_svmlight`) parses ranges of lines of about 32 MiB with
   :func:`sklearn.datasets.load_svmlight_file`, one at a time per thread; sparse rows are written
   as a sparse dataset (``layout="sparse"``, or ``"auto"`` for files of few non-zeros), never
-  densified. Compressed files are decompressed to a temporary file first.
+  densified. Compressed files are decompressed to a temporary file first. The feature
+  indexing used (``zero_based``) is logged and recorded as the group attribute ``svmlight``.
 * **Parquet list columns** (:func:`convert_parquet_sparse`): each row's feature indices (and
   values) as lists, one row group per task, written as a sparse dataset.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,13 +13,20 @@ import numpy as np
 from ..format import Dataset
 from ..write import write_dataset
 
+#: A label read as text that stands for an int: no sign but '-', no leading zeros, no spaces,
+#: no '-0' (each int has one spelling, so reading the labels as ints merges no two of them).
+_CANONICAL_INT = re.compile(r"-?[1-9][0-9]*|0")
+_INT64 = np.iinfo(np.int64)
+
 __all__ = [
     "LabelSummary",
     "check_feature_columns",
     "check_label_column",
     "check_label_values",
+    "check_sparse_dtype",
     "choose_feature_dtype",
     "classes_from",
+    "classes_from_text",
     "describe_sources",
     "has_magic",
     "missing_columns",
@@ -67,6 +75,29 @@ def choose_feature_dtype(dtype: Any, automatic: np.dtype) -> np.dtype:
             f"got {dtype!r}."
         )
     return chosen
+
+
+def _dtype_name(dtype: Any) -> str:
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
+
+
+def is_half_precision(dtype: Any) -> bool:
+    """Whether ``dtype`` names float16 or bfloat16, which only dense datasets store."""
+    return _dtype_name(dtype) in ("float16", "bfloat16")
+
+
+def check_sparse_dtype(dtype: Any, remedy: str) -> None:
+    """Refuse half-precision values (float16, bfloat16) for a sparse dataset, whose values are
+    float32 or float64; ``remedy`` says what to pass instead."""
+    name = _dtype_name(dtype)
+    if is_half_precision(dtype):
+        raise ValueError(
+            f"dtype={name!r} cannot be stored sparse: sparse datasets hold float32 or float64 "
+            f"values. {remedy}"
+        )
 
 
 def check_label_column(label_column: Any) -> str:
@@ -175,6 +206,40 @@ def classes_from(summaries: Sequence[LabelSummary], label_column: str, source: s
         ) from error
     # Plain strings: class attributes are JSON, and object arrays of str round trip as '<U'.
     return np.asarray(classes.tolist()) if classes.dtype == object else classes
+
+
+def classes_from_text(classes: np.ndarray) -> np.ndarray:
+    """The classes of labels read as text: ints when every one is a canonical decimal integer
+    that fits in int64 (``-3``, ``0``, ``12``), else the strings, unchanged.
+
+    The rule looks at every label of the source at once, so the classes do not depend on how
+    the rows fall into files or blocks; and since a canonical integer has one spelling,
+    labels that differ as text (``007`` and ``7``) never become one class.
+
+    Parameters
+    ----------
+    classes : ndarray of shape (n_classes,)
+        The distinct labels as strings.
+
+    Returns
+    -------
+    ndarray of shape (n_classes,)
+        Sorted int64 values, or ``classes`` itself.
+
+    Examples
+    --------
+    >>> classes_from_text(np.array(["-1", "10", "2"])).tolist()
+    [-1, 2, 10]
+    >>> classes_from_text(np.array(["007", "7", "8"])).tolist()
+    ['007', '7', '8']
+    """
+    texts = classes.tolist()
+    if not all(isinstance(text, str) and _CANONICAL_INT.fullmatch(text) for text in texts):
+        return classes
+    values = [int(text) for text in texts]
+    if not all(_INT64.min <= value <= _INT64.max for value in values):
+        return classes
+    return np.sort(np.asarray(values, dtype=np.int64))
 
 
 def write_converted(

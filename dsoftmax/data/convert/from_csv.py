@@ -76,9 +76,13 @@ class _CsvBlock:
     compression: str | None
 
 
-def _frame_labels(frame: pd.DataFrame, label_column: str) -> np.ndarray:
-    # pandas string columns come out as object arrays of str, which the data layer maps.
-    return frame[label_column].to_numpy()
+def _label_ids(labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Ids of the (text) labels into their distinct values, as an array of str: a hash table
+    finds them about 20 times faster than :func:`numpy.unique` sorts strings."""
+    import pandas as pd
+
+    ids, values = pd.factorize(labels)
+    return ids, np.asarray(values.to_numpy(dtype=object), dtype=object)
 
 
 def _block_bytes(fs: Any, path: str, block: _CsvBlock) -> bytes:
@@ -103,16 +107,18 @@ def csv_rows(fs: Any, layout: CsvLayout, piece: Piece) -> PieceRows:
         io.BytesIO(data),
         usecols=[*layout.feature_columns, layout.label_column],
         # Every feature as float64: a column of ints in the first rows may hold decimals or
-        # missing values further down.
-        dtype={name: "float64" for name in layout.feature_columns},
+        # missing values further down. Labels as text, whose kind is decided over the whole
+        # source once every block is read (classes_from_text), not block by block.
+        dtype={**{name: "float64" for name in layout.feature_columns}, layout.label_column: str},
     )
     # Missing values come out as NaN, which the data layer refuses with their row.
     X = frame[list(layout.feature_columns)].to_numpy(dtype=layout.dtype, na_value=np.nan)
-    missing = frame[layout.label_column].isna().to_numpy()
+    labels = frame[layout.label_column]
+    missing = labels.isna().to_numpy()
     n_missing = int(missing.sum())
     first_missing = int(np.argmax(missing)) if n_missing else None
-    labels = _frame_labels(frame[~missing] if n_missing else frame, layout.label_column)
-    return PieceRows(X, labels, n_missing, first_missing, "the CSV source")
+    ids, values = _label_ids(labels[~missing] if n_missing else labels)
+    return PieceRows(X, ids, n_missing, first_missing, "the CSV source", values)
 
 
 def _read_csv(dd: Any, paths: list[str], options: dict[str, Any]) -> Any:
@@ -164,7 +170,10 @@ def convert_csv(
     url : str or path
         The dataset to write.
     label_column : str
-        Column of the labels (numbers or strings); a missing label is refused.
+        Column of the labels, read as text; a missing label is refused. The classes are ints
+        when every label of the source is a canonical decimal integer (``-3``, ``0``, ``12``:
+        no leading zeros, no ``+``, no spaces), else the labels as strings (``007`` and ``7``
+        are two classes).
     feature_columns : list of str, optional
         Numeric columns, in the order of the features. Default: every column but the label that
         :func:`dask.dataframe.read_csv` reads as numbers from the start of the first file.
@@ -228,7 +237,8 @@ def convert_csv(
     fs, files = _csv_files(paths, source_storage_options)
     layout = CsvLayout(_header(fs, files[0]), tuple(columns), label_column, dtype)
     plan = ConversionPlan(
-        label_column, len(columns), dtype, list(columns), source_text, chunk_rows, codec
+        label_column, len(columns), dtype, list(columns), source_text, chunk_rows, codec,
+        text_labels=True,
     )
     return run_conversion(
         functools.partial(csv_rows, fs, layout),

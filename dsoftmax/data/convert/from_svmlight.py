@@ -16,9 +16,11 @@ import glob
 import gzip
 import io
 import itertools
+import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,17 +30,23 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.system import CPU_COUNT
 
 from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
 from ..sparse import empty_csr, index_dtype
+from ..store import open_group
 from .common import (
+    check_sparse_dtype,
     choose_feature_dtype,
     describe_sources,
     has_magic,
+    is_half_precision,
     source_list,
     write_converted,
 )
+from .pipeline import converted_line
+from .runner import local_threads
 
 __all__ = ["DEFAULT_MAX_DENSE_BYTES", "LAYOUTS", "RANGE_BYTES", "convert_svmlight"]
 
@@ -59,6 +67,11 @@ AUTO_SPARSE_SHARE = 0.5
 _SCAN_BYTES = 64 * 1024
 
 _DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open}
+
+#: The group attribute that records how the files were read.
+SVMLIGHT_ATTR = "svmlight"
+
+logger = logging.getLogger("dsoftmax")
 
 
 @dataclass(frozen=True)
@@ -110,11 +123,14 @@ class RangeSummary:
 
 @dataclass(frozen=True)
 class _Layout:
-    """How every range becomes rows of the dataset."""
+    """How every range becomes rows of the dataset: parsed as ``parse_dtype``, stored as
+    ``dtype`` (float16 values are parsed as float64, which scipy.sparse holds, and rounded
+    once)."""
 
     n_features: int
     shift: int
     dtype: np.dtype
+    parse_dtype: np.dtype
     dense: bool
     integral_labels: bool
 
@@ -203,7 +219,7 @@ def read_range(line_range: LineRange, layout: _Layout) -> tuple[Any, np.ndarray]
     """Worker task: the features (CSR, or dense for a dense layout) and labels of one range."""
     import scipy.sparse
 
-    X, labels = line_range.parse(layout.dtype)
+    X, labels = line_range.parse(layout.parse_dtype)
     indices = X.indices - layout.shift
     outside = (indices < 0) | (indices >= layout.n_features)
     if outside.any():
@@ -221,15 +237,51 @@ def read_range(line_range: LineRange, layout: _Layout) -> tuple[Any, np.ndarray]
         shape=(X.shape[0], layout.n_features),
     )
     values = labels.astype(np.int64) if layout.integral_labels else labels
-    return (csr.toarray() if layout.dense else csr), values
+    return (_dense_rows(csr, layout.dtype) if layout.dense else csr), values
 
 
-def _is_zero_based(summaries: Sequence[RangeSummary], zero_based: bool | str) -> bool:
-    """scikit-learn's rule for ``"auto"``: one-based unless some index is 0."""
+def _parse_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a range is parsed as: scipy.sparse holds no float16."""
+    return np.dtype(np.float64) if dtype == np.float16 else dtype
+
+
+def _dense_rows(csr: Any, dtype: np.dtype) -> np.ndarray:
+    """``csr`` as a dense array of ``dtype``, without a dense copy in another dtype."""
+    if csr.dtype == dtype:
+        return csr.toarray()
+    dense = np.zeros(csr.shape, dtype)
+    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+    # Values beyond float16's range round to inf, which the value checks refuse with the row.
+    with np.errstate(over="ignore"):
+        dense[rows, csr.indices] = csr.data
+    return dense
+
+
+def _is_zero_based(
+    summaries: Sequence[RangeSummary], zero_based: bool | str, source_text: str
+) -> bool:
+    """scikit-learn's rule for ``"auto"``: one-based unless some index is 0; the choice is
+    logged, since a file whose column 0 happens to be empty reads shifted by one."""
     if zero_based != "auto":
+        logger.info(
+            "dsoftmax: %s: feature indices read as %s-based (zero_based=%s)",
+            source_text, "zero" if zero_based else "one", bool(zero_based),
+        )  # fmt: skip
         return bool(zero_based)
     lowest = [part.min_index for part in summaries if part.min_index is not None]
-    return not lowest or min(lowest) == 0
+    if lowest and min(lowest) > 0:
+        logger.info(
+            "dsoftmax: %s: feature indices read as one-based (zero_based='auto': no feature "
+            "index 0 appears, the lowest is %d); if the files are zero-based, --zero-based yes "
+            "(zero_based=True) forces zero-based indexing",
+            source_text, min(lowest),
+        )  # fmt: skip
+        return False
+    logger.info(
+        "dsoftmax: %s: feature indices read as zero-based (zero_based='auto': %s)",
+        source_text, "feature index 0 appears" if lowest else "no feature index appears",
+    )  # fmt: skip
+    return True
 
 
 def _choose_layout(layout: str, n_rows: int, width: int, nnz: int, dtype: np.dtype) -> bool:
@@ -274,8 +326,9 @@ def convert_svmlight(
     zero_based : bool or "auto"
         Whether feature indices start at 0; ``"auto"`` guesses from the files as scikit-learn
         does (one-based unless some index is 0).
-    dtype : {"float32", "float64"}
-        Feature dtype.
+    dtype : {"float32", "float64", "float16"}
+        Feature dtype; float16 (or bfloat16) makes ``layout="auto"`` dense and is refused with
+        ``layout="sparse"``, as sparse datasets hold float32 or float64 values.
     layout : {"auto", "dense", "sparse"}, default "auto"
         ``"sparse"``: a sparse dataset (row blocks of CSR, :mod:`dsoftmax.data.sparse_store`).
         ``"dense"``: dense rows, each range densified on its own. ``"auto"``: sparse when the
@@ -291,25 +344,35 @@ def convert_svmlight(
     -------
     Dataset
         Labels that are all whole numbers (``+1``, ``-1``, ``3``) become int classes; other
-        labels stay floats.
+        labels stay floats. The group attribute ``svmlight`` records the indexing used:
+        ``{"zero_based": bool, "zero_based_option": zero_based}``; the choice is logged at
+        INFO (``-v``).
 
     Raises
     ------
     ValueError
-        When a file does not parse (naming the file and the bytes), an index lies outside
-        ``n_features``, or a dense matrix would exceed ``max_dense_bytes``.
+        When ``dtype`` is float16 (or bfloat16) and ``layout`` is ``"sparse"`` (before any
+        file is read), a file does not parse (naming the file and the bytes), an index lies
+        outside ``n_features``, or a dense matrix would exceed ``max_dense_bytes``.
     FileNotFoundError
         When a file does not exist or a pattern matches nothing.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}.")
+    if zero_based not in ("auto", True, False):
+        raise ValueError(f"zero_based must be True, False or 'auto', got {zero_based!r}.")
+    if layout == "auto" and is_half_precision(dtype):
+        layout = "dense"  # the only layout that stores half precision
+    if layout == "sparse":
+        check_sparse_dtype(dtype, _HALF_REMEDY)
     paths = _svmlight_paths(source)
     feature_dtype = choose_feature_dtype(dtype, np.dtype(np.float32))
     if n_features is not None and not (_is_int(n_features) and n_features >= 1):
         raise ValueError(f"n_features must be an int >= 1 or None, got {n_features!r}.")
     if not (_is_int(max_dense_bytes) and max_dense_bytes >= 1):
         raise ValueError(f"max_dense_bytes must be an int >= 1, got {max_dense_bytes!r}.")
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}.")
     source_text = describe_sources(paths)
+    started = time.perf_counter()
     # The sources are local files: parsed by threads of this process, even with a client about.
     with tempfile.TemporaryDirectory(prefix="dsoftmax-svmlight-") as scratch, dask.config.set(
         scheduler="threads"
@@ -319,8 +382,13 @@ def convert_svmlight(
             for path in paths
             for piece in line_ranges(_plain_file(path, scratch), os.fspath(path), RANGE_BYTES)
         ]
+        where = local_threads(CPU_COUNT)
+        logger.info(
+            "dsoftmax: converting %s (%d ranges of lines) on %s", source_text, len(ranges), where
+        )
+        parse_dtype = _parse_dtype(feature_dtype)
         summaries = dask.compute(
-            *[dask.delayed(summarize_range, pure=False)(piece, feature_dtype) for piece in ranges]
+            *[dask.delayed(summarize_range, pure=False)(piece, parse_dtype) for piece in ranges]
         )
         layout_found = _ranges_layout(
             summaries, n_features, zero_based, feature_dtype, layout, max_dense_bytes, source_text
@@ -329,7 +397,7 @@ def convert_svmlight(
         classes = np.unique(np.concatenate([part.labels for part in summaries]))
         if layout_found.integral_labels:
             classes = classes.astype(np.int64)
-        return write_converted(
+        dataset = write_converted(
             url,
             X,
             y,
@@ -340,6 +408,22 @@ def convert_svmlight(
             storage_options=storage_options,
             overwrite=overwrite,
         )
+    # Outside the fingerprint, like feature_names: how the text was read, not the data.
+    open_group(os.fspath(url), "r+", storage_options).attrs[SVMLIGHT_ATTR] = {
+        "zero_based": layout_found.shift == 0,
+        "zero_based_option": "auto" if zero_based == "auto" else bool(zero_based),
+    }
+    n_bytes = sum(os.path.getsize(path) for path in paths)
+    line = converted_line(dataset.n_samples, n_bytes, len(paths), f"on {where}", started)
+    logger.info("%s", line)
+    return dataset
+
+
+#: What to pass instead of a half-precision dtype for a sparse layout.
+_HALF_REMEDY = (
+    "Pass layout='dense' (--layout dense) for dense float16 features, or dtype='float32' to keep "
+    "the rows sparse."
+)
 
 
 def _ranges_layout(
@@ -354,7 +438,7 @@ def _ranges_layout(
     n_rows = sum(part.n_rows for part in summaries)
     if n_rows == 0:
         raise ValueError(f"{source_text} has no rows; there is nothing to convert.")
-    shift = 0 if _is_zero_based(summaries, zero_based) else 1
+    shift = 0 if _is_zero_based(summaries, zero_based, source_text) else 1
     highest = max((part.max_index for part in summaries if part.max_index is not None), default=0)
     found_width = max(highest - shift + 1, 1)
     if n_features is not None and n_features < found_width:
@@ -376,7 +460,7 @@ def _ranges_layout(
             f"{nnz} non-zeros), or raise max_dense_bytes if this machine has the memory."
         )
     integral = all(part.integral_labels for part in summaries)
-    return _Layout(width, shift, dtype, dense, integral)
+    return _Layout(width, shift, dtype, _parse_dtype(dtype), dense, integral)
 
 
 def _lazy_rows(

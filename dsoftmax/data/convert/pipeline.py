@@ -40,7 +40,7 @@ from ..write import (
     create_row_array,
     write_row_block,
 )
-from .common import LabelSummary, check_label_values, classes_from
+from .common import LabelSummary, check_label_values, classes_from, classes_from_text
 from .output import StagedOutput
 from .runner import Runner, default_client
 
@@ -48,6 +48,7 @@ __all__ = [
     "ConversionPlan",
     "Piece",
     "PieceRows",
+    "converted_line",
     "run_conversion",
 ]
 
@@ -97,6 +98,9 @@ class PieceRows:
         Row (within the piece) of the first one.
     where : str
         How messages name the piece.
+    label_values : ndarray of shape (n_values,) or None
+        When given, ``labels`` are int ids into it: for a reader that factorizes its labels
+        faster than :func:`numpy.unique` sorts them (strings).
     """
 
     X: np.ndarray
@@ -104,6 +108,7 @@ class PieceRows:
     n_missing: int = 0
     first_missing: int | None = None
     where: str = "the source"
+    label_values: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,6 +166,10 @@ class ConversionPlan:
         How messages name the source.
     chunk_rows : int
     codec : str
+    text_labels : bool
+        Whether the labels are read as text (CSV): the classes are then ints when every label
+        of the source is a canonical decimal integer, else strings
+        (:func:`~dsoftmax.data.convert.common.classes_from_text`).
     """
 
     label_column: str
@@ -170,6 +179,7 @@ class ConversionPlan:
     source: str
     chunk_rows: int
     codec: str
+    text_labels: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,8 +192,13 @@ def read_piece(
 ) -> _ReadPiece:
     """Worker task: read and convert one piece; labels become ids into its sorted labels."""
     rows = reader(piece)
-    labels = check_label_values(rows.labels, label_column, rows.where)
-    unique, inverse = np.unique(labels, return_inverse=True)
+    if rows.label_values is None:
+        labels = check_label_values(rows.labels, label_column, rows.where)
+        unique, inverse = np.unique(labels, return_inverse=True)
+    else:
+        values = check_label_values(rows.label_values, label_column, rows.where)
+        codes, inverse = np.unique(rows.labels, return_inverse=True)
+        unique = values[codes]
     n_rows = rows.X.shape[0]
     summary = LabelSummary(n_rows, unique, rows.first_missing, rows.n_missing)
     ids = np.empty(0, np.int32) if rows.n_missing else inverse.astype(np.int32).reshape(-1)
@@ -327,20 +342,26 @@ class _Progress:
         self.bar.update(piece.n_bytes)
 
     def close(self, what: str) -> None:
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
         shown = not self.bar.disable
         self.bar.close()
-        from dask.utils import format_bytes
-
-        line = (
-            f"dsoftmax: converted {self.rows:,} rows ({format_bytes(self.n_bytes)} in "
-            f"{self.n_files} file{'s' if self.n_files > 1 else ''}) {what} in {elapsed:.1f} s: "
-            f"{self.rows / elapsed:,.0f} rows/s, {format_bytes(int(self.n_bytes / elapsed))}/s"
-        )
+        line = converted_line(self.rows, self.n_bytes, self.n_files, what, self.started)
         if shown:
             print(line, file=sys.stderr)
         else:
             logger.info("%s", line)
+
+
+def converted_line(n_rows: int, n_bytes: int, n_files: int, what: str, started: float) -> str:
+    """The closing line of a conversion that started at ``time.perf_counter()`` ``started``:
+    rows, input bytes and files, where it ran (``what``), and the rates."""
+    from dask.utils import format_bytes
+
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    return (
+        f"dsoftmax: converted {n_rows:,} rows ({format_bytes(n_bytes)} in "
+        f"{n_files} file{'s' if n_files > 1 else ''}) {what} in {elapsed:.1f} s: "
+        f"{n_rows / elapsed:,.0f} rows/s, {format_bytes(int(n_bytes / elapsed))}/s"
+    )
 
 
 class _Pass:
@@ -549,6 +570,8 @@ class _Pass:
     def _finish(self) -> tuple[list[dict[str, str]], np.ndarray]:
         ordered = [self.summaries[i].summary for i in range(len(self.pieces))]
         classes = classes_from(ordered, self.plan.label_column, self.plan.source)
+        if self.plan.text_labels:
+            classes = classes_from_text(classes)
         n_chunks = -(-self._known_rows() // self.chunk_rows)
         try:
             classes = check_classes(np.asarray(classes), "classes")
@@ -565,7 +588,7 @@ class _Pass:
             compressors(self.plan.codec),
         )  # fmt: skip
         class_ids = {
-            index: encode_labels(summary.summary.unique, classes)
+            index: encode_labels(self._class_values(summary.summary.unique, classes), classes)
             for index, summary in self.summaries.items()
         }
         handles = []
@@ -578,6 +601,13 @@ class _Pass:
                 self.runner.submit(write_label_chunk, y, chunk * self.chunk_rows, *parts)
             )
         return [self.runner.fetch(_identity, handle) for handle in handles]
+
+    def _class_values(self, unique: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """A piece's labels as the classes hold them: text labels read as ints when the
+        classes are ints."""
+        if self.plan.text_labels and classes.dtype.kind == "i":
+            return unique.astype(np.int64)
+        return unique
 
     def cancel(self) -> None:
         """Let every result go."""

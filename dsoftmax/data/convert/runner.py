@@ -13,7 +13,7 @@ from typing import Any
 
 from ...lazy import distributed_loaded
 
-__all__ = ["Runner", "default_client"]
+__all__ = ["Runner", "default_client", "local_threads"]
 
 
 class Runner:
@@ -49,7 +49,7 @@ class Runner:
     def where(self) -> str:
         """How log lines name where the work runs."""
         if self.client is None:
-            return f"{self.slots} thread{'s' if self.slots > 1 else ''} of this process"
+            return local_threads(self.slots)
         return f"the cluster's {self.slots} worker threads"
 
     def submit(self, function: Callable, *args: Any) -> Any:
@@ -117,3 +117,8 @@ def default_client() -> Any:
     if owner is not None and type(owner).__name__ == "Client" and owner.status == "running":
         return owner
     return None
+
+
+def local_threads(n_threads: int) -> str:
+    """How log lines name ``n_threads`` threads of this process."""
+    return f"{n_threads} thread{'s' if n_threads > 1 else ''} of this process"
