@@ -85,18 +85,28 @@ def evaluate_model(
         )
     positions = class_positions(model.classes_, dataset.classes, dataset.url)
     n_classes = len(model.classes_)
-    labels = _in_model_classes(dataset.labels, positions, n_classes)
+    if dataset.labels.ndim == 1:
+        # Class ids stay the dataset's, checked against its own classes as a fit checks them
+        # (a bad id is reported as stored); the model's classes are put in their order instead.
+        labels, n_label_classes = dataset.labels, dataset.n_classes
+        order = _dataset_order(positions, n_classes)
+    else:
+        labels = _rows_in_model_classes(dataset.labels, positions, n_classes)
+        n_label_classes, order = n_classes, np.arange(n_classes)
+    params = Params(model.coef_, model.intercept_)
     steps = tqdm(total=2, unit="pass", leave=False, disable=None if progress else True)
     with steps, _engine(client, dataset.X, labels, dataset.sample_weight) as engine:
         steps.set_description("checking values")
-        stats = combine_stats(engine.block_stats(n_classes), repr(dataset.url))
+        stats = combine_stats(engine.block_stats(n_label_classes), repr(dataset.url))
         steps.update(1)
         steps.set_description("evaluating")
-        totals = engine.report(Params(model.coef_, model.intercept_))
+        totals = engine.report(_reordered(params, order))
         steps.update(1)
+    confusion = np.empty_like(totals.confusion)
+    confusion[np.ix_(order, order)] = totals.confusion
     report = _report(
         totals.loss_sum,
-        totals.confusion,
+        confusion,
         np.asarray(model.classes_),
         stats.n_samples,
         totals.weight_sum,
@@ -196,27 +206,31 @@ def _engine(client: Any, X: Any, labels: Any, sample_weight: Any) -> Any:
     return DaskEngine(client, X, labels, sample_weight, name="dsoftmax-evaluate")
 
 
-def _in_model_classes(labels: da.Array, positions: np.ndarray, n_classes: int) -> da.Array:
-    """A dataset's labels over the model's classes: class ids through ``positions`` (ids out of
-    the dataset's range stay out of the model's, for the value checks to report), probability
-    rows spread into the model's columns."""
-    if labels.ndim == 1:
-        return labels.map_blocks(_ids_in_model_classes, positions, n_classes, dtype=np.int64)
-    return labels.map_blocks(
-        _rows_in_model_classes,
+def _dataset_order(positions: np.ndarray, n_classes: int) -> np.ndarray:
+    """The model's class indices with those of the dataset's classes first, in the dataset's
+    order (its class id ``k`` is then the ``k``-th class), then the model's other classes."""
+    others = np.setdiff1d(np.arange(n_classes), positions)
+    return np.concatenate([positions, others]).astype(np.intp)
+
+
+def _reordered(params: Params, order: np.ndarray) -> Params:
+    """``params`` with their classes in ``order``."""
+    intercept = None if params.intercept is None else np.asarray(params.intercept)[order]
+    return Params(np.asarray(params.coef)[order], intercept)
+
+
+def _rows_in_model_classes(rows: da.Array, positions: np.ndarray, n_classes: int) -> da.Array:
+    """A dataset's probability rows spread into the model's columns."""
+    return rows.map_blocks(
+        _spread_rows,
         positions,
         n_classes,
-        dtype=labels.dtype,
-        chunks=(labels.chunks[0], (n_classes,)),
+        dtype=rows.dtype,
+        chunks=(rows.chunks[0], (n_classes,)),
     )
 
 
-def _ids_in_model_classes(ids: np.ndarray, positions: np.ndarray, n_classes: int) -> np.ndarray:
-    inside = (ids >= 0) & (ids < len(positions))
-    return np.where(inside, positions[np.where(inside, ids, 0)], n_classes).astype(np.int64)
-
-
-def _rows_in_model_classes(rows: np.ndarray, positions: np.ndarray, n_classes: int) -> np.ndarray:
+def _spread_rows(rows: np.ndarray, positions: np.ndarray, n_classes: int) -> np.ndarray:
     spread = np.zeros((rows.shape[0], n_classes), dtype=rows.dtype)
     spread[:, positions] = rows
     return spread

@@ -318,58 +318,25 @@ def cmd_evaluate(args: argparse.Namespace, cluster: CommandCluster) -> int:
     return EXIT_OK
 
 
-def _storable_labels(labels: Any) -> Any:
-    """String labels as variable-length UTF-8 strings, a data type the Zarr v3 specification
-    defines (fixed-width NumPy strings map to one that Zarr warns is unstable)."""
-    import numpy as np
-
-    string_dtype = getattr(np.dtypes, "StringDType", None)  # NumPy >= 2
-    if labels.dtype.kind not in "OUS" or string_dtype is None:
-        return labels
-    return labels.map_blocks(_variable_length_strings, dtype=string_dtype())
-
-
-def _variable_length_strings(labels: Any) -> Any:
-    import numpy as np
-
-    return labels.astype(str).astype(np.dtypes.StringDType())
-
-
 def cmd_predict(args: argparse.Namespace, cluster: CommandCluster) -> int:
     """``dsoftmax predict``: write the predicted labels (and probabilities) to a Zarr group."""
-    from .. import prediction
-    from ..data import check_values, write_array
-    from ..objective import Params
+    from ..evaluation import SavedWeights
+    from ..prediction import write_predictions
 
     fitted = _saved_model(args)
     dataset = _open(args.data, args)
-    client = cluster.named_client()
-    n_features = fitted.coef.shape[1]
-    if n_features != dataset.n_features:
-        raise ValueError(
-            f"the model expects {n_features} features; {args.data!r} has "
-            f"{dataset.n_features}. Predict on data with the features the model was trained on."
-        )
-    # Non-finite features would give silently meaningless labels: check first (one more read).
-    check_values(dataset, client=client)
-    X = prediction.lazy_features(dataset.X, n_features)
-    scores = prediction.logits(Params(fitted.coef, fitted.intercept), X)
-    write_array(
-        args.out,
-        _storable_labels(prediction.labels_of_logits(scores, fitted.classes)),
-        name="predictions",
-        storage_options=args.storage_options,
-        overwrite=args.overwrite,
-    )
-    if args.proba:
-        write_array(
+    try:
+        write_predictions(
+            SavedWeights(fitted.coef, fitted.intercept, fitted.classes),
+            dataset,
             args.out,
-            prediction.proba(scores),
-            name="probabilities",
+            probabilities=args.proba,
+            overwrite=args.overwrite,
             storage_options=args.storage_options,
-            # The predictions beside it were just written: older probabilities are stale.
-            overwrite=True,
+            client=cluster.named_client(),
         )
+    except FileExistsError as error:
+        raise FileExistsError(str(error).replace("overwrite=True", "--overwrite")) from error
     written = "predictions and probabilities" if args.proba else "predictions"
     print(f"wrote {written} for {dataset.n_samples} rows to {args.out}")
     return EXIT_OK

@@ -14,7 +14,10 @@ Loading treats every file as hostile. Files are read as :mod:`dsoftmax.persist.f
 size and depth and every value in it is typed (:mod:`dsoftmax.persist.manifest`); each array must
 have the checksum, dtype and shape its manifest entry declares, its ``.npy`` header must agree,
 and it is parsed without pickle (:mod:`dsoftmax.persist.npy`). Of the estimator's hyper-parameters
-a file may set only those of :data:`LOADABLE_HYPER_PARAMETERS`, with the types listed there.
+a file may set only those of :data:`LOADABLE_HYPER_PARAMETERS`, with the types listed there, and
+each value must be one the constructor accepts (:mod:`dsoftmax.validation`); the classes must be
+distinct. Every way of loading a model (the estimators' ``load``, and the commands that read the
+weights only) reads it through :func:`load_fitted_model`, so each refuses the same files.
 
 Saving replaces a model whole or not at all, under the lock of its directory
 (:func:`dsoftmax.persist.files.replace_directory`).
@@ -23,12 +26,21 @@ Saving replaces a model whole or not at all, under the lock of its directory
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..validation import (
+    CHOICES,
+    NUMBERS,
+    check_choice,
+    check_chunk_rows,
+    check_class_weight,
+    check_nesterov,
+)
 from . import npy
 from .files import (
     MANIFEST,
@@ -295,8 +307,17 @@ def save_fitted_model(
 
 
 def load_fitted_model(path: str, *, storage_options: dict | None = None) -> FittedModel:
-    """Read and verify a model written by :func:`save_fitted_model`. The hyper-parameters are
-    typed here; their values are for the estimator's own checks."""
+    """Read and verify a model written by :func:`save_fitted_model`.
+
+    The hyper-parameters are typed and their values checked as the constructor checks them,
+    and the classes must be distinct, so that a reader of the weights alone (``dsoftmax
+    evaluate``, ``predict``) refuses what the estimators' ``load`` refuses.
+
+    Raises
+    ------
+    ModelFileError
+        Naming the file and the field at fault.
+    """
     arrays, manifest = load_model(path, storage_options=storage_options)
     context = f"the manifest of {path!r}"
     search = manifest_field(manifest, "search", (dict, type(None)), context, None)
@@ -351,7 +372,31 @@ def _hyper_parameters(manifest: dict[str, Any], path: str) -> dict[str, Any]:
                 f"model file may set ({', '.join(LOADABLE_HYPER_PARAMETERS)})."
             )
         typed(value, LOADABLE_HYPER_PARAMETERS[name], f"hyper-parameter {name!r} of {path!r}")
+        _check_setting(params, name, path)
     return dict(params)
+
+
+def _check_setting(params: dict[str, Any], name: str, path: str) -> None:
+    """Refuse ``params[name]`` unless the constructor accepts it (its type is checked)."""
+    value = params[name]
+    try:
+        if name in NUMBERS:
+            NUMBERS[name].check(name, value)
+        elif name in CHOICES:
+            check_choice(name, value, CHOICES[name])
+        elif name == "class_weight":
+            check_class_weight(value)
+        elif name == "chunk_rows":
+            check_chunk_rows(value)
+        elif name == "nesterov" and "momentum" in params:
+            # Either one alone is accepted with the other's default (momentum=0.9,
+            # nesterov=False); together they must agree.
+            check_nesterov(value, params["momentum"])
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(
+            f"the model file {path!r} holds a refused setting: {error} (field 'params.{name}' "
+            f"of its {MANIFEST})"
+        ) from None
 
 
 def _classes(manifest: dict[str, Any], context: str) -> np.ndarray:
@@ -363,9 +408,30 @@ def _classes(manifest: dict[str, Any], context: str) -> np.ndarray:
     if not labels:
         raise ModelFileError(f"{context} lists no classes.")
     try:
-        return np.asarray(labels, dtype=object if dtype == "object" else dtype)
+        classes = np.asarray(labels, dtype=object if dtype == "object" else dtype)
     except (TypeError, ValueError, OverflowError) as error:
         raise ModelFileError(f"the classes in {context} are not of {dtype!r}: {error}") from None
+    _check_distinct(classes, labels, context)
+    return classes
+
+
+def _check_distinct(classes: np.ndarray, labels: list, context: str) -> None:
+    """Refuse classes that repeat a label (a class id would then stand for two rows of coef),
+    are not finite, or mix numbers and strings."""
+    where = f"'classes' in {context} ({MANIFEST})"
+    if any(isinstance(label, float) and not math.isfinite(label) for label in labels):
+        raise ModelFileError(f"{where} holds a non-finite class: {labels[:8]}.")
+    try:
+        unique, counts = np.unique(classes, return_counts=True)
+    except TypeError:
+        raise ModelFileError(f"{where} mixes numbers and strings: {labels[:8]}.") from None
+    if unique.shape[0] != classes.shape[0]:
+        repeated = unique[counts > 1][0]
+        repeated = repeated.item() if isinstance(repeated, np.generic) else repeated
+        raise ModelFileError(
+            f"{where} lists the class {repeated!r} more than once: {labels[:8]}; a model's "
+            "classes are distinct (the file was modified, or not written by dsoftmax)."
+        )
 
 
 def _numbers(values: list, context: str) -> list[float]:
