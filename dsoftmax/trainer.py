@@ -33,6 +33,7 @@ from .persist import (
     FittedModel,
     check_resumable,
     save_fitted_model,
+    warn_no_checkpoint,
 )
 from .training import CheckpointHook, TrainConfig, TrainingState, train
 from .validation import check_hyper_parameters, is_integer, seed_of
@@ -201,6 +202,8 @@ class SoftmaxTrainer:
             logger.info(
                 "dsoftmax: resuming from step %d in %s", found.state.step, manager.directory
             )
+        elif resume is True:
+            warn_no_checkpoint(manager.directory)
         config_record = asdict(config)
 
         def save(state: TrainingState) -> None:

@@ -15,6 +15,7 @@ from .checkpoint import (
     CheckpointError,
     CheckpointManager,
     check_resumable,
+    warn_no_checkpoint,
 )
 from .files import FAULT_PAUSE_ENV, FAULT_PAUSE_MID_SWAP_ENV, MANIFEST, ModelFileError
 from .model import (
@@ -48,4 +49,5 @@ __all__ = [
     "load_model",
     "save_fitted_model",
     "save_model",
+    "warn_no_checkpoint",
 ]

@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "check_resumable",
+    "warn_no_checkpoint",
 ]
 
 logger = logging.getLogger("dsoftmax")
@@ -448,6 +450,16 @@ def _check_counters(state: TrainingState, path: str) -> None:
         raise ModelFileError(f"checkpoint {path!r}: unexpected early-stopping state {stopper}.")
     typed(stopper.get("best", 0.0), NUMBER, f"the best loss {what}")
     count(stopper.get("stale_epochs", 0), f"stale_epochs {what}")
+
+
+def warn_no_checkpoint(directory: str) -> None:
+    """Warn that a resume found no checkpoint in ``directory`` and the fit starts afresh: a
+    restarted job runs the same command, so that is no error, but a mistyped directory shows."""
+    warnings.warn(
+        f"resume found no checkpoint in {directory}; starting a fresh fit",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def check_resumable(checkpoint: Checkpoint, data: dict, config: dict, where: str) -> None:

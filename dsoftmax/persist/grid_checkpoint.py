@@ -45,7 +45,12 @@ from ..optim.lbfgs_steps import (
 )
 from ..training import TrainConfig, TrainResult
 from ..validation import is_integer
-from .checkpoint import CheckpointError, CheckpointManager, check_resumable
+from .checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    check_resumable,
+    warn_no_checkpoint,
+)
 from .files import ModelFileError
 from .manifest import NUMBER, count, field, typed
 from .model import read_model_files, write_model_files
@@ -495,6 +500,8 @@ class GridCheckpointing:
         found = None
         if resume is not False:
             found = manager.latest() if resume is True else manager.load(int(resume))
+            if found is None:
+                warn_no_checkpoint(manager.directory)
         if found is not None and model.random_state is None:
             seed = found.config.get("random_state")
             if is_integer(seed):
