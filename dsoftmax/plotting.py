@@ -157,14 +157,29 @@ def _draw_loss(axes: Axes, loss_curve: list[float], validation: list[dict], unit
     run stays as visible as its fast start."""
     val_loss = [scores["val_loss"] for scores in validation if "val_loss" in scores]
     gaps = np.asarray(loss_curve) - min(loss_curve, default=0.0)
+    _label_steps(axes, unit)
     if unit == "iteration" and not val_loss and np.any(gaps > 0):
         _draw_objective_gap(axes, np.asarray(loss_curve), gaps)
+    elif len(loss_curve) == 1 and not val_loss:
+        _draw_single_value(axes, loss_curve[0], unit)
     elif loss_curve or val_loss:
         _draw_loss_curves(axes, loss_curve, val_loss)
     else:
         axes.text(0.5, 0.5, "no loss curve recorded", ha="center", va="center",
                   transform=axes.transAxes)  # fmt: skip
-    _label_steps(axes, unit)
+
+
+def _draw_single_value(axes: Axes, value: float, unit: str) -> None:
+    """A run of one iteration or epoch: its objective written out, not a lone dot on an axis
+    scaled around it."""
+    axes.plot([1], [value], marker="o", markersize=5)
+    axes.set_xlim(0.5, 1.5)
+    axes.set_xticks([1])
+    axes.set_ylim(0.0, 1.25 * value if value > 0 else 1.0)
+    axes.text(0.5, 0.6, f"one {unit}: training objective {value:.6g}", ha="center",
+              va="center", transform=axes.transAxes)  # fmt: skip
+    axes.set_title("Loss")
+    axes.set_ylabel("cross-entropy + L2 penalty")
 
 
 def _label_steps(axes: Axes, unit: str) -> None:
@@ -227,9 +242,19 @@ def _plain_log_labels(axes: Axes) -> None:
     low, high = axes.get_ylim()
     if high < 10 * low:
         ticks = MaxNLocator(5).tick_values(low, high)
-        axes.yaxis.set_major_locator(FixedLocator(ticks[(ticks >= low) & (ticks <= high)]))
-        axes.yaxis.set_major_formatter(StrMethodFormatter("{x:.3g}"))
+        ticks = ticks[(ticks >= low) & (ticks <= high)]
+        axes.yaxis.set_major_locator(FixedLocator(ticks))
+        axes.yaxis.set_major_formatter(StrMethodFormatter(_distinct_format(ticks)))
         axes.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _distinct_format(ticks: np.ndarray) -> str:
+    """The shortest ``{x:.Ng}`` format (3 digits at least) that writes every tick differently:
+    a narrow range needs more digits than 3 to tell 0.6845 from 0.6850."""
+    for digits in range(3, 10):
+        if len({f"{tick:.{digits}g}" for tick in ticks}) == len(ticks):
+            return f"{{x:.{digits}g}}"
+    return "{x:.10g}"
 
 
 def _draw_tail_inset(axes: Axes, values: list[float], style: dict, best: int | None) -> None:
@@ -244,6 +269,7 @@ def _draw_tail_inset(axes: Axes, values: list[float], style: dict, best: int | N
         inset.axvline(best + 1, **BEST_EPOCH_LINE)
     inset.set_title(f"{style['label']}, epochs {first}–{len(values)}, linear scale", fontsize=7)
     inset.xaxis.set_major_locator(MaxNLocator(integer=True))
+    inset.ticklabel_format(axis="y", useOffset=False)  # values, not "+2.302" and differences
     inset.tick_params(labelsize=6)
     inset.grid(alpha=0.3)
 
@@ -453,14 +479,18 @@ def plot_training(
     unit = "iteration" if getattr(model, "solver", None) == "lbfgs" else "epoch"
     with_accuracy = any("val_accuracy" in scores for scores in validation)
     grid = int(hasattr(model, "scores_") and hasattr(model, "l2s_"))
-    n_panels = grid + 1 + with_accuracy + (matrix is not None)
+    # A grid without a refit has no loss curve: its validation curve is the whole story.
+    with_loss = int(bool(loss_curve or validation) or not grid)
+    n_panels = grid + with_loss + with_accuracy + (matrix is not None)
     figure = _new_figure(n_panels)
     panels = figure.subplots(1, n_panels, squeeze=False)[0]
     if grid:
         _draw_validation_curve(panels[0], model)
-    _draw_loss(panels[grid], loss_curve, validation, unit)
+    if with_loss:
+        _draw_loss(panels[grid], loss_curve, validation, unit)
     if with_accuracy:
-        _draw_accuracy(panels[grid + 1], [s for s in validation if "val_accuracy" in s], unit)
+        accuracy_panel = panels[grid + with_loss]
+        _draw_accuracy(accuracy_panel, [s for s in validation if "val_accuracy" in s], unit)
     # Last: the matrix sizes its labels and counts by the laid-out figure.
     if matrix is not None and len(classes) > MAX_MATRIX_CLASSES:
         _draw_confused_pairs(panels[-1], matrix, classes, accuracy)

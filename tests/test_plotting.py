@@ -391,3 +391,37 @@ def test_cli_plot_errors_are_one_line(sgd_model, tmp_path, run_cli_here):
     assert (code, stdout) == (1, "")
     assert stderr.startswith("dsoftmax: error: ") and stderr.count("\n") == 1
     assert not (tmp_path / "a.png").exists()
+
+
+def test_a_narrow_loss_axis_labels_every_tick_differently(digits):
+    X, labels = digits
+    model = SoftmaxRegression(solver="sgd", l2=1e-4, learning_rate=1e-5, batch_size=256,
+                              max_iter=6, tol=0.0, random_state=0)  # fmt: skip
+    with pytest.warns(ConvergenceWarning):  # a tiny step: the loss barely moves, as wanted
+        model.fit(X[:600], labels[:600])
+    assert max(model.loss_curve_) < 1.01 * min(model.loss_curve_)
+    figure = plot_training(model)
+    figure.canvas.draw()
+    (axes,) = figure.axes
+    shown = [label.get_text() for label in axes.get_yticklabels() if label.get_text()]
+    assert len(shown) >= 2
+    assert len(set(shown)) == len(shown), shown
+
+
+def test_a_one_iteration_refit_is_written_out_and_a_grid_without_refit_has_no_loss_panel(digits):
+    from dsoftmax import SoftmaxRegressionCV
+
+    X, labels = digits
+    one = SoftmaxRegression(solver="lbfgs", max_iter=1)
+    with pytest.warns(UserWarning):  # stopped at max_iter
+        one.fit(X[:300], labels[:300])
+    (axes,) = plot_training(one).axes
+    texts = [text.get_text() for text in axes.texts]
+    assert texts == [f"one iteration: training objective {one.loss_curve_[0]:.6g}"]
+    assert axes.get_ylim()[0] == 0.0
+
+    grid = SoftmaxRegressionCV(l2s=[1e-3, 1e-2], cv=2, refit=False, random_state=0)
+    grid.fit(X[:300], labels[:300])
+    panels = plot_training(grid).axes
+    assert [panel.get_xscale() for panel in panels] == ["log"]  # the validation curve alone
+    assert not any("no loss curve" in text.get_text() for p in panels for text in p.texts)
