@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 # command became a package.
 from ..defaults import CONVERT_FORMATS, DEFAULT_READ_RETRIES, PROCESS_ENVIRONMENT
 from .data_commands import cmd_convert, cmd_make_data
+from .ignored import warn_ignored_options
 from .model_commands import _open as _open  # how every command opens a dataset
 from .model_commands import cmd_demo, cmd_evaluate, cmd_plot, cmd_predict, cmd_train
 from .output import (
@@ -31,12 +32,13 @@ from .output import (
     EXIT_USAGE,
     PROG,
     UsageError,
+    command_line_wording,
     command_output,
     configure_logging,
     one_line,
     resume_command,
 )
-from .parser import build_parser
+from .parser import build_parser, given_options
 from .session import CommandCluster
 
 __all__ = ["COMMANDS", "CONVERT_FORMATS", "DEFAULT_READ_RETRIES", "build_parser", "main"]
@@ -60,14 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.command_line = argv
+    args.given_options = given_options(argv)
     configure_logging(args.verbose)
     cluster = CommandCluster(args)
     try:
         with command_output():
+            if args.command != "train":  # train warns once its options pass their checks
+                warn_ignored_options(args)
             return COMMANDS[args.command](args, cluster)
     except UsageError as error:
         print(
-            f"{PROG}: error: {one_line(str(error))} (see '{PROG} {args.command} --help')",
+            f"{PROG}: error: {_message(error)} (see '{PROG} {args.command} --help')",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -76,10 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as error:
         # Data, I/O, cluster and divergence failures: one clear line.
-        print(f"{PROG}: error: {one_line(str(error)) or type(error).__name__}", file=sys.stderr)
+        print(f"{PROG}: error: {_message(error) or type(error).__name__}", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as error:
-        print(f"{PROG}: error: {type(error).__name__}: {one_line(str(error))}", file=sys.stderr)
+        print(f"{PROG}: error: {type(error).__name__}: {_message(error)}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         try:
@@ -88,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         except Exception as error:  # the work is done; a failed shutdown must not hide that
             print(f"{PROG}: warning: closing the Dask client failed: {error!r}", file=sys.stderr)
+
+
+def _message(error: BaseException) -> str:
+    """The message of ``error`` on one line, in the command line's terms: the library's
+    messages name its Python parameters (``resume=True``), the command its options."""
+    return one_line(command_line_wording(str(error)))
 
 
 def set_process_environment() -> None:

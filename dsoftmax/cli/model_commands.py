@@ -10,10 +10,12 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..validation import check_hyper_parameters, check_nesterov
+from .ignored import warn_ignored_options
 from .output import EXIT_OK, PROG, UsageError, one_line, resume_command
 from .session import CommandCluster
 
@@ -22,42 +24,12 @@ __all__ = ["cmd_demo", "cmd_evaluate", "cmd_plot", "cmd_predict", "cmd_train"]
 logger = logging.getLogger("dsoftmax")
 
 
-#: The library's advice in the data layer's messages, and what the command line says instead.
-_COMMAND_LINE_ADVICE = (
-    (
-        "create it with dsoftmax.data.write_dataset.",
-        "create it with `dsoftmax convert` (from .npz/.npy, Parquet, CSV or svmlight files) "
-        "or `dsoftmax make-data` (a synthetic dataset).",
-    ),
-    (
-        "write it with dsoftmax.data.write_dataset (or convert_numpy)",
-        "write it with `dsoftmax convert` or `dsoftmax make-data`",
-    ),
-    (
-        "write the dataset with dsoftmax.data.write_dataset",
-        "write it again with `dsoftmax convert`",
-    ),
-    ("let write_dataset map the labels", "let `dsoftmax convert` map the labels"),
-    ("storage_options for URLs", "--storage-options for URLs"),
-)
-
-
 def _open(url: str, args: argparse.Namespace) -> Any:
-    """The dataset at ``url``; the data layer's refusals point at the commands that write
-    datasets rather than at the Python functions."""
+    """The dataset at ``url``, with the command's storage options and read retries (the data
+    layer's refusals are worded for the command line where the command prints them)."""
     from ..data import open_dataset
 
-    try:
-        return open_dataset(
-            url, storage_options=args.storage_options, read_retries=args.read_retries
-        )
-    except (FileNotFoundError, ValueError, TypeError) as error:
-        message = str(error)
-        for library, command_line in _COMMAND_LINE_ADVICE:
-            message = message.replace(library, command_line)
-        if message == str(error) or type(error) not in (FileNotFoundError, ValueError, TypeError):
-            raise
-        raise type(error)(message) from error
+    return open_dataset(url, storage_options=args.storage_options, read_retries=args.read_retries)
 
 
 def _load_model(url: str, args: argparse.Namespace) -> Any:
@@ -268,12 +240,18 @@ def print_test_report(model: Any, test: Any) -> None:
 
 
 def _fit_on_cluster(
-    model: Any, args: argparse.Namespace, cluster: CommandCluster
+    model: Any,
+    args: argparse.Namespace,
+    cluster: CommandCluster,
+    check_data: Callable[[argparse.Namespace, Any], None] | None = None,
 ) -> tuple[Any, Any, str | None, float]:
-    """Open the data (and the ``--test`` data), refuse a target that is not a model, fit
-    ``model`` on the cluster or in this process (resumed as asked): the training and test
-    datasets, the not-converged message (None when converged) and the seconds."""
+    """Open the data (and the ``--test`` data), check it with ``check_data`` (when given),
+    refuse a target that is not a model, fit ``model`` on the cluster or in this process
+    (resumed as asked): the training and test datasets, the not-converged message (None when
+    converged) and the seconds."""
     dataset = _open(args.data, args)
+    if check_data is not None:
+        check_data(args, dataset)
     test = _test_set(args, dataset)
     _check_model_target(args.model, args.storage_options)
     model.client = _training_client(dataset, args, cluster)
@@ -290,6 +268,7 @@ def cmd_train(args: argparse.Namespace, cluster: CommandCluster) -> int:
     if wants_search(args):
         return cmd_train_search(args, cluster)
     model = _trainer_from(args)
+    warn_ignored_options(args)
     dataset, test, not_converged, elapsed = _fit_on_cluster(model, args, cluster)
     if not_converged:
         logger.info("dsoftmax: %s", one_line(not_converged))
@@ -325,18 +304,15 @@ def cmd_predict(args: argparse.Namespace, cluster: CommandCluster) -> int:
 
     fitted = _saved_model(args)
     dataset = _open(args.data, args)
-    try:
-        write_predictions(
-            SavedWeights(fitted.coef, fitted.intercept, fitted.classes),
-            dataset,
-            args.out,
-            probabilities=args.proba,
-            overwrite=args.overwrite,
-            storage_options=args.storage_options,
-            client=cluster.named_client(),
-        )
-    except FileExistsError as error:
-        raise FileExistsError(str(error).replace("overwrite=True", "--overwrite")) from error
+    write_predictions(
+        SavedWeights(fitted.coef, fitted.intercept, fitted.classes),
+        dataset,
+        args.out,
+        probabilities=args.proba,
+        overwrite=args.overwrite,
+        storage_options=args.storage_options,
+        client=cluster.named_client(),
+    )
     written = "predictions and probabilities" if args.proba else "predictions"
     print(f"wrote {written} for {dataset.n_samples} rows to {args.out}")
     return EXIT_OK

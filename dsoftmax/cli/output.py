@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -17,11 +18,13 @@ __all__ = [
     "EXIT_USAGE",
     "PROG",
     "UsageError",
+    "command_line_wording",
     "command_output",
     "configure_logging",
     "one_line",
     "quiet_dask_logging",
     "resume_command",
+    "warn",
     "worker_log_level",
 ]
 
@@ -40,6 +43,93 @@ class UsageError(Exception):
 def one_line(text: str) -> str:
     """``text`` on one line: its non-blank lines joined by semicolons."""
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def warn(text: str) -> None:
+    """Print ``dsoftmax: warning: text`` on stderr, on one line."""
+    print(f"{PROG}: warning: {one_line(text)}", file=sys.stderr)
+
+
+#: The library's advice in Python terms, and what the command line says instead (applied
+#: before the parameter names below).
+_COMMAND_LINE_ADVICE = (
+    (
+        "create it with dsoftmax.data.write_dataset.",
+        "create it with `dsoftmax convert` (from .npz/.npy, Parquet, CSV or svmlight files) "
+        "or `dsoftmax make-data` (a synthetic dataset).",
+    ),
+    (
+        "write it with dsoftmax.data.write_dataset (or convert_numpy)",
+        "write it with `dsoftmax convert` or `dsoftmax make-data`",
+    ),
+    (
+        "write the dataset with dsoftmax.data.write_dataset",
+        "write it again with `dsoftmax convert`",
+    ),
+    ("let write_dataset map the labels", "let `dsoftmax convert` map the labels"),
+    ("(and resume=False)", "(without --resume)"),
+    ("(resume=False)", "(without --resume)"),
+    ("or resume=False", "or drop --resume"),
+    # The command line has no option that declares classes.
+    (" Pass classes=[...] to declare the others, or add rows of other classes.",
+     " Add rows of the other classes."),
+    # --dtype takes Parquet, CSV and svmlight sources, not .npz/.npy arrays.
+    (
+        "convert it with X.astype(np.float32) (or np.float64 to keep full precision), or pass "
+        "dtype=.",
+        "save the array as float32 or float64 (e.g. X.astype(np.float32)) before converting it.",
+    ),
+    (
+        "Pass security=make_security(ca_file, cert, key) (CLI: --tls-ca-file, --tls-cert, "
+        "--tls-key)",
+        "Pass --tls-ca-file, --tls-cert and --tls-key",
+    ),
+    (
+        "Pass all three PEM files (CLI: --tls-ca-file, --tls-cert, --tls-key)",
+        "Pass all three PEM files",
+    ),
+)  # fmt: skip
+
+#: The Python parameters that the library's messages name, and the command's options for them.
+_OPTION_OF = {
+    name: "--" + name.replace("_", "-")
+    for name in (
+        "batch_size", "checkpoint_dir", "checkpoint_every", "class_weight", "cv",
+        "early_stopping", "grid_memory", "hold_data", "keep_checkpoints", "l2", "learning_rate",
+        "lr_schedule", "max_iter", "momentum", "nesterov", "overwrite", "read_retries", "resume",
+        "scoring", "shuffle_window", "solver", "storage_options", "tls_ca_file", "tls_cert",
+        "tls_key", "tol", "validation_fraction",
+    )
+} | {"random_state": "--seed"}  # fmt: skip
+
+#: ``name=value`` of a parameter, or the bare name; not inside a word, path or quoted string.
+_PARAMETER = re.compile(
+    r"(?<![\w.'\"/-])(?P<name>" + "|".join(sorted(_OPTION_OF, key=len, reverse=True)) + r")"
+    r"(?:=(?P<value>'[^']*'|\"[^\"]*\"|[\w.+-]*\w))?(?![\w'\"/(\[=-])"
+)
+
+
+def _option_wording(match: re.Match[str]) -> str:
+    name, value = match["name"], match["value"]
+    option = _OPTION_OF[name]
+    if value is None:
+        # A bare name without "_" (cv, resume, solver) is also an ordinary word.
+        return option if "_" in name else match[0]
+    if value == "True":
+        return option
+    if value in ("False", "None"):
+        return f"no {option}"
+    unquoted = value.strip("'\"")
+    return f"{option} {unquoted}"
+
+
+def command_line_wording(message: str) -> str:
+    """``message``, from the library, in the command line's terms: its advice about Python
+    calls rephrased, and ``checkpoint_dir``, ``resume=True``, ``cv=5`` written as the options
+    ``--checkpoint-dir``, ``--resume``, ``--cv 5``."""
+    for library, command_line in _COMMAND_LINE_ADVICE:
+        message = message.replace(library, command_line)
+    return _PARAMETER.sub(_option_wording, message)
 
 
 def resume_command(argv: list[str]) -> str:
@@ -96,7 +186,7 @@ def _show_warning(
     line: str | None = None,
 ) -> None:
     """Warnings as one line, without the source line Python shows by default."""
-    print(f"{PROG}: warning: {category.__name__}: {one_line(str(message))}", file=sys.stderr)
+    warn(f"{category.__name__}: {command_line_wording(str(message))}")
 
 
 @contextlib.contextmanager

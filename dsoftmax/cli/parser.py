@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from .. import __version__
 from ..defaults import (
     CODECS,
     CONVERT_FORMATS,
@@ -29,7 +30,7 @@ from ..defaults import (
 from ..validation import NUMBERS, ONE_OR_MORE, ZERO_OR_MORE, Range
 from .output import EXIT_USAGE, PROG, one_line
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "given_options"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -277,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0,
         help="log one line per iteration/epoch (-vv: debug)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-V", "--version", action="version", version=f"{PROG} {__version__}",
+        help="print the installed version and exit",
     )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parser.subcommands = commands.choices
@@ -555,3 +560,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common_options(plot, computes=True, reads=True)
     return parser
+
+
+def given_options(argv: list[str]) -> frozenset[str]:
+    """The destinations (``batch_size``, ``no_refit``, …) of the options that ``argv`` gives,
+    abbreviated or not; an option left at its default is not among them.
+
+    ``argv`` is parsed again by a parser whose defaults are all suppressed, so that only what the
+    command line sets reaches the namespace. ``argv`` must be valid: parse it first.
+    """
+    parser = build_parser()
+    for each in (parser, *parser.subcommands.values()):
+        # argparse has no public accessor for the actions and the parser-level defaults.
+        for action in each._actions:
+            action.default = argparse.SUPPRESS
+        each._defaults.clear()
+    return frozenset(vars(parser.parse_args(argv)))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..validation import check_search_hyper_parameters
+from .ignored import warn_ignored_options
 from .output import EXIT_OK, PROG, UsageError, one_line
 
 __all__ = ["cmd_train_search", "load_any_model", "search_table", "wants_search"]
@@ -70,13 +71,25 @@ def _check_search(params: dict[str, Any]) -> None:
     check_memory_size("--grid-memory", params["grid_memory"])
 
 
+def _check_folds(args: argparse.Namespace, dataset: Any) -> None:
+    """Refuse, before the fit, more folds than the data has rows."""
+    folds = 5 if args.cv is None else args.cv
+    if isinstance(folds, int) and folds > dataset.n_samples:
+        cv = f"--cv {folds}" if args.cv is not None else f"--cv's default of {folds} folds"
+        raise UsageError(
+            f"{cv} needs at least {folds} rows; {args.data!r} has {dataset.n_samples}. Give "
+            "fewer folds, or --cv validation."
+        )
+
+
 def cmd_train_search(args: argparse.Namespace, cluster: Any) -> int:
     """Fit the grid on the cluster, print its table, then save the model (after a successful
     fit only)."""
     from .model_commands import _fit_on_cluster, _iterations, print_test_report
 
     model = _search_from(args)
-    dataset, test, not_converged, elapsed = _fit_on_cluster(model, args, cluster)
+    warn_ignored_options(args, grid=True)
+    dataset, test, not_converged, elapsed = _fit_on_cluster(model, args, cluster, _check_folds)
     print(search_table(model, per_split=args.verbose > 0))
     if not_converged:
         print(

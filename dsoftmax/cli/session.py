@@ -46,15 +46,16 @@ class CommandCluster:
     def _connect(self) -> Any:
         from ..cluster import active_client, get_client, local_client, make_security
 
+        quiet_dask_logging(self.args.verbose)
+        if self.args.scheduler is None:
+            # TLS files secure a named scheduler's connection; without one they are ignored,
+            # with a warning when the command starts.
+            level = worker_log_level(self.args.verbose)
+            return active_client() or local_client(worker_log_level=level)
         given = [self.args.tls_ca_file, self.args.tls_cert, self.args.tls_key]
         if any(given) and not all(given):
             raise UsageError("--tls-ca-file, --tls-cert and --tls-key go together")
-        security = make_security(*given)
-        quiet_dask_logging(self.args.verbose)
-        if self.args.scheduler is None:
-            level = worker_log_level(self.args.verbose)
-            return active_client() or local_client(worker_log_level=level)
-        return get_client(self.args.scheduler, security=security)
+        return get_client(self.args.scheduler, security=make_security(*given))
 
     def close(self) -> None:
         """Close what this command opened; a local cluster goes before the interpreter exits,
