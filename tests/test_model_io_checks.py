@@ -225,7 +225,9 @@ def _string_classes(manifest: dict) -> None:
         ),
         (
             lambda manifest: manifest["params"].update(nesterov=True, momentum=0.0),
-            r"holds a refused setting: nesterov=True needs momentum > 0",
+            # The command line names the setting as its option, Python as its parameter.
+            r"holds a refused setting: (nesterov=True|--nesterov) needs momentum > 0.* "
+            r"'params.nesterov'",
         ),
         (
             _string_classes,

@@ -20,6 +20,7 @@ import hashlib
 import os
 import stat
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = [
     "open_group",
     "read_row_chunk",
     "stored_keys",
+    "url_storage_options",
 ]
 
 #: Pause before the first retry of a chunk read, in seconds; it doubles at every retry.
@@ -72,16 +74,38 @@ def store_location(url: str) -> str:
     return os.path.abspath(url) if is_local(url) else url
 
 
+def url_storage_options(url: str, storage_options: Mapping | None) -> dict | None:
+    """The fsspec options that apply to ``url``: ``storage_options`` for a URL, None for a
+    local path, for which they are ignored with a :class:`UserWarning`.
+
+    One ``--storage-options`` may serve an object-store dataset and a local model or output in
+    the same command, so options beside a local path are not an error; a warning shows them
+    unused. The warning comes from here, one place, so Python shows it once per path.
+    """
+    if not storage_options:
+        return None
+    if is_local(url):
+        warnings.warn(
+            f"storage_options are ignored for the local path {url!r}: they configure fsspec "
+            "URLs (s3://, gs://, ...); drop them, or name the store by its URL.",
+            UserWarning,
+            stacklevel=1,
+        )
+        return None
+    return dict(storage_options)
+
+
 def open_group(url: str, mode: str, storage_options: Mapping | None) -> zarr.Group:
     """The Zarr group at ``url``, opened with ``mode``."""
-    # zarr refuses storage_options for local paths, so only pass them when there are some.
-    options = {"storage_options": dict(storage_options)} if storage_options else {}
-    return zarr.open_group(store_location(url), mode=mode, **options)
+    options = url_storage_options(url, storage_options)
+    extra = {"storage_options": options} if options else {}
+    return zarr.open_group(store_location(url), mode=mode, **extra)
 
 
 def filesystem(url: str, storage_options: Mapping | None) -> tuple[Any, str]:
     """The fsspec filesystem of ``url`` and the store's path on it."""
-    fs, path = fsspec.core.url_to_fs(store_location(url), **dict(storage_options or {}))
+    options = url_storage_options(url, storage_options)
+    fs, path = fsspec.core.url_to_fs(store_location(url), **(options or {}))
     # Listings of object stores are cached per filesystem instance, and instances are shared.
     fs.invalidate_cache()
     return fs, path.rstrip("/")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dask
@@ -24,11 +24,16 @@ __all__ = [
     "BlockProblem",
     "BlockStats",
     "DatasetStats",
+    "RangeOverflow",
     "block_stats",
     "block_stats_tasks",
+    "cast_features",
     "check_in_memory_values",
     "check_values",
     "combine_stats",
+    "earliest_overflow",
+    "overflow_problem",
+    "range_overflow",
 ]
 
 #: Tolerance on ``|sum(Y_i) - 1|``; widened to ``n_classes·eps`` for low-precision rows.
@@ -115,6 +120,83 @@ def all_finite(X: np.ndarray) -> bool:
             if np.isfinite(np.sum(X)):
                 return True
     return bool(np.isfinite(X).all())
+
+
+@dataclass(frozen=True)
+class RangeOverflow:
+    """Finite features that the feature dtype cannot hold: cast, they become infinite.
+
+    Attributes
+    ----------
+    row, column : int
+        Where the first one (in row order) lies, counted from the first row and column of the
+        values checked.
+    value : float
+        That value.
+    """
+
+    row: int
+    column: int
+    value: float
+
+    def moved(self, rows: int = 0, columns: int = 0) -> RangeOverflow:
+        """The same values, counted from ``rows`` rows and ``columns`` columns earlier."""
+        return replace(self, row=self.row + rows, column=self.column + columns)
+
+
+def range_overflow(values: np.ndarray, cast: np.ndarray) -> RangeOverflow | None:
+    """The finite ``values`` that became infinite in ``cast`` (``values`` in a narrower dtype,
+    both of shape (n_rows, n_columns)); None when there are none."""
+    if cast.dtype == values.dtype or cast.dtype == np.float64 or all_finite(cast):
+        return None
+    over = np.isinf(cast) & np.isfinite(values)
+    if not over.any():
+        return None
+    row, column = (int(i) for i in np.unravel_index(int(np.argmax(over)), over.shape))
+    return RangeOverflow(row, column, float(values[row, column]))
+
+
+def cast_features(values: np.ndarray, dtype: Any) -> tuple[np.ndarray, RangeOverflow | None]:
+    """``values`` of shape (n_rows, n_columns) in ``dtype``, and those it cannot hold.
+
+    Values beyond the range of ``dtype`` round to ±inf without a :class:`RuntimeWarning`; the
+    caller refuses them with :func:`overflow_problem`, which names the first one.
+    """
+    with np.errstate(over="ignore"):
+        cast = values.astype(dtype, copy=False)
+    return cast, range_overflow(values, cast)
+
+
+def earliest_overflow(
+    first: RangeOverflow | None, second: RangeOverflow | None
+) -> RangeOverflow | None:
+    """The earlier of the overflows of two parts of the same rows."""
+    if first is None or second is None:
+        return first or second
+    return min(first, second, key=lambda found: (found.row, found.column))
+
+
+#: The next wider feature dtype, which holds what a narrower one overflows on.
+_WIDER = {"float16": "float32", "bfloat16": "float32", "float32": "float64"}
+
+
+def overflow_problem(
+    overflow: RangeOverflow, dtype: Any, feature_names: Sequence[str] | None = None
+) -> str:
+    """What to say of ``overflow`` (rows counted from the dataset's first), after "X in ...".
+
+    Parts of a source are converted in parallel and the first part to show values out of range
+    stops the conversion, so the value named is one of them, not always the first.
+    """
+    dtype = np.dtype(dtype)
+    wider = _WIDER.get(dtype.name, "float64")
+    column = overflow.column
+    name = f"column {feature_names[column]!r}" if feature_names else f"column {column}"
+    return (
+        f"has values beyond {dtype.name}'s range (±{float(np.finfo(dtype).max):g}), such as "
+        f"{overflow.value:g} in row {overflow.row}, {name}; use dtype={wider!r} "
+        f"(--dtype {wider}), or scale those features."
+    )
 
 
 def _check_feature_block(X_block: Any, where: str, row_start: int) -> list[BlockProblem]:

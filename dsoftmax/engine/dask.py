@@ -62,8 +62,10 @@ from .plan import (
     Work,
     WorkerMemory,
     contiguous_plan,
+    held_memory_fraction,
     hold_choice,
     kernel_work_bytes,
+    paused_memory_fraction,
     pick_holder,
     plan_shares,
     resolve_hold,
@@ -177,7 +179,7 @@ class DaskEngine(Evaluations):
                 self._block_bytes,
                 workers,
                 work_bytes=kernel_work_bytes(self.chunk_rows, X.shape[1], n_classes),
-                budget_fraction=_held_memory_fraction(),
+                budget_fraction=held_memory_fraction(),
             )
             logger.info("dsoftmax: %s", reason)
         else:
@@ -186,7 +188,7 @@ class DaskEngine(Evaluations):
             self._block_bytes,
             workers,
             work_bytes=kernel_work_bytes(self.chunk_rows, X.shape[1], n_classes),
-            budget_fraction=_paused_memory_fraction(),
+            budget_fraction=paused_memory_fraction(),
         )
         self._key_prefix = f"{name}-{uuid.uuid4().hex[:12]}"
         self._token = uuid.uuid4().hex[:12]
@@ -199,13 +201,12 @@ class DaskEngine(Evaluations):
             self._hold_blocks(range(len(self.chunk_rows)))
             # Started while the blocks load, so the first evaluation does not wait for them.
             self._submit_servers(self._worker_addresses())
+        self._window_logged = False
         logger.info(
             "dsoftmax: %s of rows in %d blocks, %s",
             dask.utils.format_bytes(sum(self._block_bytes)),
             len(self.chunk_rows),
-            "held in worker memory"
-            if self.hold == "memory"
-            else f"streamed from the store (up to {self.window} blocks held for minibatches)",
+            "held in worker memory" if self.hold == "memory" else "streamed from the store",
         )
 
     def show_load(self, progress: bool) -> None:
@@ -230,6 +231,8 @@ class DaskEngine(Evaluations):
         return tuple(self._block_bytes)
 
     def _evaluate(self, evaluation: Evaluation, batch: RowBatch | None) -> Any:
+        if self.hold == "stream" and batch is not None:
+            self._log_window()
         batch = batch or full_batch(self.chunk_rows)
         started = time.perf_counter()
         # Fewer bytes to send, the same sums (the kernel casts them so on the workers).
@@ -257,6 +260,18 @@ class DaskEngine(Evaluations):
         present = [index for index, _ in batch.blocks]
         add_group = KINDS[evaluation.kind].add_group
         return node_value(tree_root(n_parts), known, n_parts, add_group, present)
+
+    def _log_window(self) -> None:
+        """Log, once, how many blocks minibatches over streamed data may hold: at the first
+        evaluation over some of the rows, so that full passes alone (L-BFGS) never log it."""
+        if self._window_logged:
+            return
+        self._window_logged = True
+        logger.info(
+            "dsoftmax: minibatches hold up to %d of the %d blocks in worker memory",
+            self.window,
+            len(self.chunk_rows),
+        )
 
     # -- blocks held in worker memory ------------------------------------------------------
 
@@ -665,26 +680,6 @@ def _worker_memory(client: Any) -> list[WorkerMemory]:
         )
         for address, info in workers.items()
     ]
-
-
-def _held_memory_fraction() -> float:
-    """Share of a worker's limit its held blocks may reach: Dask's spill threshold (``target``,
-    else ``spill``, else ``pause``), 1 when all are off."""
-    for name in ("target", "spill", "pause"):
-        fraction = dask.config.get(f"distributed.worker.memory.{name}", False)
-        if fraction:
-            return float(fraction)
-    return 1.0
-
-
-def _paused_memory_fraction() -> float:
-    """Share of a worker's limit beyond which Dask pauses it (``pause``, else ``terminate``), 1
-    when both are off: a window of blocks held beyond it would stall the fit."""
-    for name in ("pause", "terminate"):
-        fraction = dask.config.get(f"distributed.worker.memory.{name}", False)
-        if fraction:
-            return float(fraction)
-    return 1.0
 
 
 def _block_index_of(key: Any, block_keys: dict) -> int | None:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import numpy as np
 
 from .blocks import Share
@@ -22,8 +23,10 @@ __all__ = [
     "block_bytes",
     "contiguous_plan",
     "fits_in_process",
+    "held_memory_fraction",
     "hold_choice",
     "kernel_work_bytes",
+    "paused_memory_fraction",
     "pick_holder",
     "plan_shares",
     "resolve_hold",
@@ -265,8 +268,8 @@ def window_blocks(
     workers' limits. It may be smaller than a batch needs, even 0: holding more would push the
     workers past Dask's pause threshold and have their nannies restart them, so minibatches are
     refused before the fit instead (:func:`dsoftmax.fitting.check_streamed_minibatches`).
-    Without limits (or without workers known) every block may be held, and never fewer than
-    :data:`MIN_WINDOW_BLOCKS`.
+    Without limits (or without workers known) every block may be held. The window never
+    exceeds the number of blocks: there are no more to hold.
 
     Parameters
     ----------
@@ -282,7 +285,7 @@ def window_blocks(
     if not block_sizes:
         return MIN_WINDOW_BLOCKS
     if not workers or any(worker.limit <= 0 for worker in workers):
-        return max(MIN_WINDOW_BLOCKS, len(block_sizes))
+        return len(block_sizes)
     largest = max(1, max(block_sizes))
     held = 0
     for worker in workers:
@@ -295,7 +298,7 @@ def window_blocks(
         )
         held += max(0, budget - taken) // largest
     ceiling = int(STREAM_WINDOW_SHARE * sum(worker.limit for worker in workers)) // largest
-    return min(held, ceiling)
+    return min(held, ceiling, len(block_sizes))
 
 
 def total_memory_limit(workers: Sequence[WorkerMemory]) -> int | None:
@@ -312,3 +315,23 @@ def kernel_work_bytes(chunk_rows: Sequence[int], n_features: int, n_classes: int
     classes = max(2, n_classes or 2)
     widest = max(chunk_rows, default=0)
     return 8 * (2 * classes * widest + 2 * classes * (n_features + 1))
+
+
+def held_memory_fraction() -> float:
+    """Share of a worker's limit its held blocks may reach: Dask's spill threshold (``target``,
+    else ``spill``, else ``pause``), 1 when all are off."""
+    for name in ("target", "spill", "pause"):
+        fraction = dask.config.get(f"distributed.worker.memory.{name}", False)
+        if fraction:
+            return float(fraction)
+    return 1.0
+
+
+def paused_memory_fraction() -> float:
+    """Share of a worker's limit beyond which Dask pauses it (``pause``, else ``terminate``), 1
+    when both are off: a window of blocks held beyond it would stall the fit."""
+    for name in ("pause", "terminate"):
+        fraction = dask.config.get(f"distributed.worker.memory.{name}", False)
+        if fraction:
+            return float(fraction)
+    return 1.0

@@ -472,7 +472,8 @@ def check_resumable(checkpoint: Checkpoint, data: dict, config: dict, where: str
         if checkpoint.data.get(key) != data.get(key):
             raise CheckpointError(
                 f"checkpoint {where!r} was made on other data: its {key} is "
-                f"{_short(checkpoint.data.get(key))}, this fit's is {_short(data.get(key))}. "
+                f"{_short(checkpoint.data.get(key))}, the {key} of this fit is "
+                f"{_short(data.get(key))}. "
                 "Use another checkpoint_dir, or resume=False to start afresh."
             )
     free = {"max_iter", "tol", "verbose"}
@@ -484,6 +485,19 @@ def check_resumable(checkpoint: Checkpoint, data: dict, config: dict, where: str
             )
 
 
-def _short(value: Any) -> str:
+def _short(value: Any, width: int = 60) -> str:
+    """``repr(value)`` in about ``width`` characters: a long string or list is cut inside its
+    quotes or brackets, so what is shown stays balanced."""
     text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    if len(text) <= width:
+        return text
+    if isinstance(value, str):
+        return f"{value[: width - 12]!r}... ({len(value)} characters)"
+    if isinstance(value, list | tuple):
+        shown: list[str] = []
+        for item in value:
+            if sum(len(part) + 2 for part in shown) + len(repr(item)) > width - 20:
+                break
+            shown.append(repr(item))
+        return f"[{', '.join([*shown, '...'])}] ({len(value)} item(s))"
+    return f"{text[: width - 3]}..."

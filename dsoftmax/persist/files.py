@@ -33,6 +33,7 @@ import secrets
 import shutil
 import stat
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -106,7 +107,16 @@ class Location:
 def locate(path: str, storage_options: dict | None = None) -> Location:
     """Where ``path`` (a local path or fsspec URL) is. A local path is resolved once, here: the
     user's own symbolic links to a model or checkpoint directory are followed, and nothing
-    inside that directory ever is."""
+    inside that directory ever is. ``storage_options`` beside a local path are ignored with a
+    :class:`UserWarning`, as for datasets (:func:`dsoftmax.data.store.url_storage_options`)."""
+    if storage_options and "://" not in str(path):
+        warnings.warn(
+            f"storage_options are ignored for the local path {str(path)!r}: they configure "
+            "fsspec URLs (s3://, gs://, ...); drop them, or name the directory by its URL.",
+            UserWarning,
+            stacklevel=1,
+        )
+        storage_options = None
     fs, root = fsspec.url_to_fs(str(path), **(storage_options or {}))
     if isinstance(fs, LocalFileSystem):
         return Location(fs, os.path.realpath(root), True)
@@ -128,6 +138,26 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _not_a_directory(path: str, mode: int) -> str:
+    """Why ``path`` (of type ``mode``) cannot be a model or checkpoint."""
+    if not stat.S_ISREG(mode):
+        return (
+            f"{path!r} is {_kind(mode)}, not a directory: a model or checkpoint is a directory "
+            "of regular files."
+        )
+    parent = os.path.dirname(path)
+    inside = (
+        f" {os.path.basename(path)!r} is one of the files of the model {parent!r}: pass that "
+        "directory."
+        if os.path.isfile(os.path.join(parent, MANIFEST))
+        else ""
+    )
+    return (
+        f"{path!r} is a file; a model or checkpoint is a directory, holding {MANIFEST} and its "
+        f"arrays.{inside}"
+    )
+
+
 class LocalDirectory:
     """A directory on the local disk, opened once; its files are read through that handle."""
 
@@ -138,10 +168,7 @@ class LocalDirectory:
         except FileNotFoundError:
             raise MissingFileError(f"{path!r} does not exist.") from None
         if not stat.S_ISDIR(info.st_mode):
-            raise ModelFileError(
-                f"{path!r} is {_kind(info.st_mode)}, not a directory: a model or checkpoint is a "
-                "directory of regular files."
-            )
+            raise ModelFileError(_not_a_directory(path, info.st_mode))
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             self._fd = os.open(path, flags)

@@ -14,11 +14,13 @@ import numpy as np
 
 from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
+from ..values import all_finite, range_overflow
 from .common import (
     check_feature_columns,
     check_label_column,
     choose_feature_dtype,
     describe_sources,
+    has_magic,
     missing_columns,
     source_list,
 )
@@ -112,13 +114,19 @@ def csv_rows(fs: Any, layout: CsvLayout, piece: Piece) -> PieceRows:
         dtype={**{name: "float64" for name in layout.feature_columns}, layout.label_column: str},
     )
     # Missing values come out as NaN, which the data layer refuses with their row.
-    X = frame[list(layout.feature_columns)].to_numpy(dtype=layout.dtype, na_value=np.nan)
+    features = frame[list(layout.feature_columns)]
+    with np.errstate(over="ignore"):
+        X = features.to_numpy(dtype=layout.dtype, na_value=np.nan)
+    # Finite values beyond a narrower dtype's range became inf: found in the float64 columns.
+    overflow = None
+    if layout.dtype != np.float64 and not all_finite(X):
+        overflow = range_overflow(features.to_numpy(dtype=np.float64, na_value=np.nan), X)
     labels = frame[layout.label_column]
     missing = labels.isna().to_numpy()
     n_missing = int(missing.sum())
     first_missing = int(np.argmax(missing)) if n_missing else None
     ids, values = _label_ids(labels[~missing] if n_missing else labels)
-    return PieceRows(X, ids, n_missing, first_missing, "the CSV source", values)
+    return PieceRows(X, ids, n_missing, first_missing, "the CSV source", values, overflow)
 
 
 def _read_csv(dd: Any, paths: list[str], options: dict[str, Any]) -> Any:
@@ -203,14 +211,16 @@ def convert_csv(
     ValueError, TypeError
         When a column is missing or not numeric, a label is missing, or a feature is NaN,
         infinite or empty (missing values read as NaN).
-    FileNotFoundError
-        When a path does not exist or a pattern matches nothing.
+    FileNotFoundError, IsADirectoryError
+        When a path does not exist, a pattern matches nothing or a path is a directory (before
+        anything is read).
     """
     dd = _import_dask_dataframe()
     paths = source_list(source, "CSV")
     label_column = check_label_column(label_column)
     columns = check_feature_columns(feature_columns, label_column)
     dtype = choose_feature_dtype(dtype, np.dtype(np.float64))
+    fs, files = _csv_files(paths, source_storage_options)
     options = {"blocksize": blocksize, "storage_options": source_storage_options}
     frame = _read_csv(dd, paths, options)
     names = list(frame.columns)
@@ -234,7 +244,6 @@ def convert_csv(
                 f"feature column {name!r} of {source_text} reads as {frame.dtypes[name]}, not "
                 "numbers; leave it out of feature_columns or fix its values."
             )
-    fs, files = _csv_files(paths, source_storage_options)
     layout = CsvLayout(_header(fs, files[0]), tuple(columns), label_column, dtype)
     plan = ConversionPlan(
         label_column, len(columns), dtype, list(columns), source_text, chunk_rows, codec,
@@ -253,10 +262,31 @@ def convert_csv(
 
 
 def _csv_files(paths: list[str], storage_options: dict | None) -> tuple[Any, list[str]]:
-    """The filesystem of the sources and their files, globs expanded, as Dask expands them."""
+    """The filesystem of the sources and their files, globs expanded, as Dask expands them.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a path does not exist or a pattern matches no file.
+    IsADirectoryError
+        When a path is a directory.
+    """
     from fsspec.core import get_fs_token_paths
 
-    fs, _, files = get_fs_token_paths(paths, mode="rb", storage_options=storage_options or {})
+    options = storage_options or {}
+    fs, _, files = get_fs_token_paths(paths, mode="rb", storage_options=options)
+    for path in paths:
+        _, _, found = get_fs_token_paths([path], mode="rb", storage_options=options)
+        if has_magic(path):
+            if not found:
+                raise FileNotFoundError(f"no CSV file matches {path!r}.")
+        elif fs.isdir(found[0]):
+            raise IsADirectoryError(
+                f"{path!r} is a directory; name its CSV files, e.g. with a pattern such as "
+                f"'{path.rstrip('/')}/*.csv'."
+            )
+        elif not fs.isfile(found[0]):
+            raise FileNotFoundError(f"no such CSV file: {path!r}.")
     return fs, list(files)
 
 

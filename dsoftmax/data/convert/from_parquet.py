@@ -15,6 +15,7 @@ import numpy as np
 
 from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
+from ..values import RangeOverflow, cast_features, earliest_overflow, range_overflow
 from .common import (
     check_feature_columns,
     check_label_column,
@@ -312,8 +313,9 @@ def _arrow_labels(column: pa.ChunkedArray) -> np.ndarray:
 
 def _embedding_matrix(
     column: pa.ChunkedArray, n_features: int, dtype: np.dtype, where: str, first_row: int = 0
-) -> np.ndarray:
-    """The rows of an embedding column as a matrix; messages count rows from ``first_row``."""
+) -> tuple[np.ndarray, RangeOverflow | None]:
+    """The rows of an embedding column as a matrix, and the values ``dtype`` cannot hold;
+    messages count rows from ``first_row``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -338,7 +340,7 @@ def _embedding_matrix(
             "row group; every embedding must have the same length."
         )
     values = _arrow_values(lists.flatten())
-    return values.astype(dtype, copy=False).reshape(len(lists), n_features)
+    return cast_features(values.reshape(len(lists), n_features), dtype)
 
 
 def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
@@ -354,6 +356,7 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     where = f"{piece.path!r} (row group {piece.spec})"
     labels = []
     filled = 0
+    overflow = None
     # One thread: the tasks already run in parallel.
     with _streamed_file(fs, piece.path) as file:
         n_rows = file.metadata.row_group(piece.spec).num_rows
@@ -367,7 +370,8 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
             end = filled + batch.num_rows
             if end > n_rows:
                 break
-            _fill_features(X[filled:end], batch, layout, where, filled)
+            found = _fill_features(X[filled:end], batch, layout, where, filled)
+            overflow = earliest_overflow(overflow, found and found.moved(rows=filled))
             labels.append(batch.column(layout.label_column))
             filled = end
     if filled != n_rows:
@@ -381,22 +385,33 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     if n_missing:
         first_missing = int(np.argmax(_arrow_values(label_column.is_null())))
         label_column = label_column.drop_null()
-    return PieceRows(X, _arrow_labels(label_column), n_missing, first_missing, repr(piece.path))
+    labels_read = _arrow_labels(label_column)
+    return PieceRows(X, labels_read, n_missing, first_missing, repr(piece.path), None, overflow)
 
 
 def _fill_features(
     out: np.ndarray, batch: pa.RecordBatch, layout: ParquetLayout, where: str, first_row: int
-) -> None:
-    """Write a record batch's features into ``out`` (its rows of the row group's array)."""
+) -> RangeOverflow | None:
+    """Write a record batch's features into ``out`` (its rows of the row group's array); return
+    the values that ``out``'s dtype cannot hold, rows counted within the batch."""
     import pyarrow as pa
 
     if layout.embedding_column is not None:
         column = pa.chunked_array([batch.column(layout.embedding_column)])
-        out[...] = _embedding_matrix(column, layout.n_features, layout.dtype, where, first_row)
-        return
+        matrix, overflow = _embedding_matrix(
+            column, layout.n_features, layout.dtype, where, first_row
+        )
+        out[...] = matrix
+        return overflow
+    overflow = None
     for position, name in enumerate(layout.feature_columns):
         # Missing values come out as NaN, which the data layer refuses with their row.
-        out[:, position] = _arrow_values(batch.column(name))
+        values = _arrow_values(batch.column(name))
+        with np.errstate(over="ignore"):
+            out[:, position] = values
+        found = range_overflow(values[:, None], out[:, position : position + 1])
+        overflow = earliest_overflow(overflow, found and found.moved(columns=position))
+    return overflow
 
 
 def row_group_chunk_rows(group_rows: Sequence[int], largest: int = DEFAULT_CHUNK_ROWS) -> int:

@@ -169,7 +169,7 @@ def parquet_sparse_indices(
 
 def parquet_sparse_block(fs: Any, group: _RowGroup, columns: SparseColumns) -> tuple[Any, Any]:
     """Worker task: the canonical CSR rows (n_rows, n_features) and labels of one row group;
-    repeated indices within a row are summed, as scipy.sparse does."""
+    a row's indices are sorted, and an index repeated within a row is refused with its row."""
     import scipy.sparse
 
     table = read_parquet_row_group(fs, group.path, group.index, columns.columns)
@@ -205,7 +205,29 @@ def parquet_sparse_block(fs: Any, group: _RowGroup, columns: SparseColumns) -> t
         (values.astype(columns.dtype, copy=False), indices.astype(wanted), indptr),
         shape=(len(lengths), columns.n_features),
     )
+    if not csr.has_canonical_format:
+        _refuse_repeated_indices(csr, columns.index_column, where)
     return canonical_csr(csr), _arrow_labels(table.column(columns.label_column))
+
+
+def _refuse_repeated_indices(csr: Any, index_column: str, where: str) -> None:
+    """Refuse a row that lists a feature index more than once: summing the repeats (as
+    scipy.sparse would) or keeping one would each guess what the file meant, and svmlight
+    files, read as scikit-learn reads them, refuse repeats too."""
+    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+    order = np.lexsort((csr.indices, rows))
+    indices, rows = csr.indices[order], rows[order]
+    repeated = (indices[1:] == indices[:-1]) & (rows[1:] == rows[:-1])
+    if not repeated.any():
+        return
+    position = int(np.argmax(repeated))
+    row, index = int(rows[position]), int(indices[position])
+    count = int(np.count_nonzero(csr.indices[csr.indptr[row] : csr.indptr[row + 1]] == index))
+    raise ValueError(
+        f"row {row} of {where} repeats feature index {index} in {index_column!r} ({count} "
+        "times); a row lists each feature once. Sum (or drop) the repeated entries when "
+        "writing the file, then convert again."
+    )
 
 
 def convert_parquet_sparse(
@@ -235,7 +257,8 @@ def convert_parquet_sparse(
     label_column : str
         Column of the labels (integers, floats, booleans or strings).
     index_column : str
-        A list column of integers: each row's zero-based feature indices, in any order.
+        A list column of integers: each row's zero-based feature indices, in any order, each
+        once (a repeated index is refused, as svmlight files refuse it).
     value_column : str, optional
         A list column of numbers, each row's values in the order of its indices (the same
         length as its list of indices). Default: every listed feature has the value 1.
@@ -253,15 +276,15 @@ def convert_parquet_sparse(
     Returns
     -------
     Dataset
-        A sparse dataset (``layout == "csr"``); repeated indices within a row are summed.
+        A sparse dataset (``layout == "csr"``).
 
     Raises
     ------
     ValueError, TypeError
         When a column is missing or not a list of the right type, a list or element is
         missing, a row's indices and values differ in number, an index is negative or not
-        below ``n_features``, a label is missing, or a value is not finite; the message names
-        the column, file, row group and row.
+        below ``n_features`` or repeated within a row, a label is missing, or a value is not
+        finite; the message names the column, file, row group and row.
     FileNotFoundError
         When a path does not exist or a pattern matches nothing.
     """

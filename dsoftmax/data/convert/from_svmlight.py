@@ -36,6 +36,7 @@ from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
 from ..sparse import empty_csr, index_dtype
 from ..store import open_group
+from ..values import RangeOverflow, cast_features, overflow_problem
 from .common import (
     check_sparse_dtype,
     choose_feature_dtype,
@@ -215,8 +216,11 @@ def summarize_range(line_range: LineRange, dtype: np.dtype) -> RangeSummary:
     )
 
 
-def read_range(line_range: LineRange, layout: _Layout) -> tuple[Any, np.ndarray]:
-    """Worker task: the features (CSR, or dense for a dense layout) and labels of one range."""
+def read_range(
+    line_range: LineRange, layout: _Layout, first_row: int = 0
+) -> tuple[Any, np.ndarray]:
+    """Worker task: the features (CSR, or dense for a dense layout) and labels of one range,
+    whose first row is row ``first_row`` of the dataset (for messages)."""
     import scipy.sparse
 
     X, labels = line_range.parse(layout.parse_dtype)
@@ -237,7 +241,7 @@ def read_range(line_range: LineRange, layout: _Layout) -> tuple[Any, np.ndarray]
         shape=(X.shape[0], layout.n_features),
     )
     values = labels.astype(np.int64) if layout.integral_labels else labels
-    return (_dense_rows(csr, layout.dtype) if layout.dense else csr), values
+    return (_dense_rows(csr, layout.dtype, first_row) if layout.dense else csr), values
 
 
 def _parse_dtype(dtype: np.dtype) -> np.dtype:
@@ -245,15 +249,20 @@ def _parse_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64) if dtype == np.float16 else dtype
 
 
-def _dense_rows(csr: Any, dtype: np.dtype) -> np.ndarray:
-    """``csr`` as a dense array of ``dtype``, without a dense copy in another dtype."""
+def _dense_rows(csr: Any, dtype: np.dtype, first_row: int) -> np.ndarray:
+    """``csr`` as a dense array of ``dtype``, without a dense copy in another dtype; values
+    beyond the range of ``dtype`` are refused with their row (``first_row`` for the first)."""
     if csr.dtype == dtype:
         return csr.toarray()
+    values, overflow = cast_features(csr.data[None, :], dtype)
+    if overflow is not None:
+        position = overflow.column
+        row = int(np.searchsorted(csr.indptr, position, side="right")) - 1
+        found = RangeOverflow(first_row + row, int(csr.indices[position]), overflow.value)
+        raise ValueError(f"X in the input {overflow_problem(found, dtype)}")
     dense = np.zeros(csr.shape, dtype)
     rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-    # Values beyond float16's range round to inf, which the value checks refuse with the row.
-    with np.errstate(over="ignore"):
-        dense[rows, csr.indices] = csr.data
+    dense[rows, csr.indices] = values[0]
     return dense
 
 
@@ -475,12 +484,14 @@ def _lazy_rows(
         else empty_csr(layout.n_features, layout.dtype)
     )
     X_parts, y_parts = [], []
+    first_row = 0
     for index, (piece, summary) in enumerate(zip(ranges, summaries, strict=True)):
         if summary.n_rows == 0:
             continue
         parsed = dask.delayed(read_range, pure=False, nout=2)(
-            piece, layout, dask_key_name=f"dsoftmax-convert-svmlight-{token}-{index}"
+            piece, layout, first_row, dask_key_name=f"dsoftmax-convert-svmlight-{token}-{index}"
         )
+        first_row += summary.n_rows
         shape = (summary.n_rows, layout.n_features)
         X_parts.append(da.from_delayed(parsed[0], shape=shape, dtype=layout.dtype, meta=meta))
         y_parts.append(da.from_delayed(parsed[1], shape=shape[:1], dtype=label_dtype))

@@ -32,7 +32,7 @@ import numpy as np
 from ..format import Dataset, content_digest, dataset_attrs
 from ..labels import check_classes, encode_labels
 from ..open import open_dataset
-from ..values import BlockStats, block_stats, combine_stats
+from ..values import BlockStats, RangeOverflow, block_stats, combine_stats, overflow_problem
 from ..write import (
     check_chunk_rows,
     codec_for_features,
@@ -101,6 +101,9 @@ class PieceRows:
     label_values : ndarray of shape (n_values,) or None
         When given, ``labels`` are int ids into it: for a reader that factorizes its labels
         faster than :func:`numpy.unique` sorts them (strings).
+    overflow : RangeOverflow or None
+        Finite source values that ``X``'s dtype cannot hold (infinite in ``X``), rows counted
+        within the piece (:func:`~dsoftmax.data.values.cast_features`).
     """
 
     X: np.ndarray
@@ -109,6 +112,7 @@ class PieceRows:
     first_missing: int | None = None
     where: str = "the source"
     label_values: np.ndarray | None = None
+    overflow: RangeOverflow | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,6 +122,7 @@ class _ReadPiece:
     X: np.ndarray
     summary: LabelSummary
     label_ids: np.ndarray  # ids into summary.unique; empty when labels are missing
+    overflow: RangeOverflow | None = None
 
     @property
     def n_rows(self) -> int:
@@ -139,6 +144,7 @@ class _PieceSummary:
 
     summary: LabelSummary
     written: tuple[_ChunkResult, ...]
+    overflow: RangeOverflow | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,7 +208,7 @@ def read_piece(
     n_rows = rows.X.shape[0]
     summary = LabelSummary(n_rows, unique, rows.first_missing, rows.n_missing)
     ids = np.empty(0, np.int32) if rows.n_missing else inverse.astype(np.int32).reshape(-1)
-    return _ReadPiece(rows.X, summary, ids)
+    return _ReadPiece(rows.X, summary, ids, rows.overflow)
 
 
 def _chunk_stats(X_chunk: np.ndarray, index: int, row_start: int) -> BlockStats:
@@ -239,7 +245,7 @@ def write_piece(
         else:
             # Copied: a view would hold on to the piece's whole buffer until the chunk is full.
             fragments[index] = np.array(rows)
-    summary = _PieceSummary(piece.summary, tuple(written))
+    summary = _PieceSummary(piece.summary, tuple(written), piece.overflow)
     return _PieceOutput(summary, fragments, piece.label_ids)
 
 
@@ -532,6 +538,7 @@ class _Pass:
             self.reads[index] = handle
         elif kind == "piece":
             summary = self.runner.fetch(piece_summary, handle)
+            self._refuse_overflow(index, summary.overflow)
             self.summaries[index] = summary
             for chunk in summary.written:
                 self.chunks[chunk.index] = chunk
@@ -543,6 +550,13 @@ class _Pass:
         else:
             self.chunks[index] = self.runner.fetch(_identity, handle)
             self.runner.release([handle])
+
+    def _refuse_overflow(self, index: int, overflow: RangeOverflow | None) -> None:
+        """Refuse finite source values beyond the feature dtype's range once a piece shows some."""
+        if overflow is not None:
+            moved = overflow.moved(rows=self.starts[index])
+            problem = overflow_problem(moved, self.plan.dtype, self.plan.feature_names)
+            raise ValueError(f"cannot convert {self.plan.source}: X in the input {problem}")
 
     def _note_fragments(self, index: int, output: Any) -> None:
         start, n_rows = self.starts[index], self.rows[index]
