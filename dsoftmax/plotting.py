@@ -427,7 +427,8 @@ def plot_training(
     - for a cross-validated grid (:class:`dsoftmax.SoftmaxRegressionCV`): the validation curve,
       the held-out score against λ on a log scale, each split's and their mean with a band of
       one standard deviation (a curve per learning rate), the chosen λ starred;
-    - the loss (of the refit, for a grid), on a log scale. An L-BFGS run shows the objective's
+    - the loss (of the refit, for a grid; no panel for a grid without one), on a log scale, or
+      the objective written out for a run of one iteration. An L-BFGS run shows the objective's
       height above its lowest value, ``J - J_best``, per iteration, with the lowest point
       starred; an sgd or adam run shows the mean training objective per epoch and, when
       ``early_stopping`` recorded it, the validation loss (dashed) with the epoch of its lowest
