@@ -45,7 +45,7 @@ from .open import open_dataset
 from .sparse import blocked_csr, canonical_csr, empty_csr, is_sparse, is_sparse_dask
 from .store import as_url, filesystem, open_group
 from .tasks import compute, row_blocks, scheduler_without_client
-from .values import block_stats_tasks, combine_stats
+from .values import block_stats_tasks, cast_features, combine_stats, overflow_problem
 
 __all__ = [
     "check_chunk_rows",
@@ -322,7 +322,12 @@ def _stored_features(X: Any, dtype: Any) -> Any:
         return X.astype(dtype)
     if isinstance(X, da.Array):
         return X.map_blocks(_cast, np.dtype(dtype), dtype=dtype)
-    return _cast(np.asarray(X), np.dtype(dtype))
+    values = np.asarray(X)
+    cast, overflow = cast_features(values, np.dtype(dtype)) if values.ndim == 2 else (
+        _cast(values, np.dtype(dtype)), None)  # fmt: skip
+    if overflow is not None:
+        raise ValueError(f"X {overflow_problem(overflow, dtype)}")
+    return cast
 
 
 def _cast(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -385,7 +390,7 @@ def write_dataset(
     dtype : {"float32", "float64", "float16"}, optional
         The dtype X is stored in (default: X's own). ``"float16"`` halves the bytes stored, read
         and held in worker memory; a fit computes in float32 from it and reaches the optimum of
-        the rounded values. Values beyond float16's range (±65504) are refused as non-finite.
+        the rounded values. Values beyond float16's range (±65504) are refused, naming one.
 
     Returns
     -------
