@@ -57,7 +57,10 @@ def evaluate_model(
     Parameters
     ----------
     model : SoftmaxRegression or SavedWeights
-        A fitted model; every class of the dataset must be one of ``model.classes_``.
+        A fitted model; every class of the dataset must be one of ``model.classes_``. When the
+        dataset lists its classes in another order, a row whose largest logits are exactly
+        equal counts as the first of them in the dataset's order (``predict`` takes the
+        model's).
     dataset : dsoftmax.data.Dataset
     client : distributed.Client, optional
         The cluster to evaluate on; the active Dask client when None, else this process.

@@ -221,9 +221,11 @@ def check_predictions_target(
             f"the output {url!r} exists and is not a Zarr group; refusing to write into it. "
             "Choose a new path (or an existing Zarr group of predictions)."
         )
+    from zarr.errors import ContainsArrayError
+
     try:
         group = open_group(url, "r", storage_options)
-    except ValueError:  # zarr's ContainsArrayError: an array, not a group
+    except ContainsArrayError:
         raise FileExistsError(
             f"the output {url!r} is a Zarr array, not a group; refusing to write into it. "
             "Choose a new path."
@@ -261,6 +263,8 @@ def write_predictions(
     probabilities : bool, default False
         Also write the probabilities, shape (n_samples, n_classes), in :func:`logits_dtype`
         of the features (float32 for half-precision features); they replace older ones.
+        Without them, older probabilities in the group are removed: they belong to the
+        predictions replaced.
     overwrite : bool, default False
         Replace existing predictions.
     storage_options : dict, optional
@@ -276,7 +280,7 @@ def write_predictions(
     FileExistsError
         See :func:`check_predictions_target`.
     """
-    from .data import check_values, write_array
+    from .data import check_values, remove_array, write_array
 
     check_predictions_target(
         url, dataset.url, overwrite=overwrite, storage_options=storage_options
@@ -306,6 +310,8 @@ def write_predictions(
             # The predictions beside it were just written: older probabilities are stale.
             overwrite=True,
         )
+    else:
+        remove_array(url, PROBABILITIES, storage_options=storage_options)
 
 
 def _same_store(fs: Any, other: Any) -> bool:

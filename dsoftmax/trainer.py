@@ -336,20 +336,24 @@ class SoftmaxTrainer:
         """Refuse to continue from the fitted weights (``how``: ``warm_start=True`` or
         ``partial_fit``) on data whose features or classes are not the ones they are for."""
         name = type(self).__name__
+        fresh = (
+            "call fit (or use a new estimator)"
+            if how == "partial_fit"
+            else "fit with warm_start=False (or a new estimator)"
+        )
         if self.n_features_in_ != data.n_features:
             raise ValueError(
                 f"X has {data.n_features} features, but {name} is expecting "
                 f"{self.n_features_in_} features as input (from the previous fit): {how} "
-                f"continues from weights for {self.n_features_in_} features; fit with "
-                "warm_start=False (or a new estimator) for new data. The fitted model is "
-                "unchanged."
+                f"continues from weights for {self.n_features_in_} features; {fresh} for "
+                "new data. The fitted model is unchanged."
             )
         previous, new = np.asarray(self.classes_).tolist(), data.classes.tolist()
         if previous != new:
             raise ValueError(
                 f"y has the classes {new}, but {name} was fitted on the classes {previous}: "
-                f"{how} continues from weights for those classes; fit with warm_start=False (or "
-                "a new estimator) for new classes. The fitted model is unchanged."
+                f"{how} continues from weights for those classes; {fresh} for new classes. The "
+                "fitted model is unchanged."
             )
 
     def _class_weight_vector(self, data: PreparedData) -> np.ndarray | None:

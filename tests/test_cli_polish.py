@@ -68,7 +68,10 @@ def test_options_that_lbfgs_and_a_single_fit_ignore_are_each_named_once(
         "dsoftmax: warning: --batch-size is ignored by --solver lbfgs (it sets the minibatch "
         "size of sgd and adam)\n" in stderr
     )
-    assert "--scoring is ignored without a grid (--cv, several --l2 values or --l2-grid)" in stderr
+    assert (
+        "--scoring is ignored without a grid (--cv, several --l2 or --learning-rate values, or "
+        "--l2-grid)" in stderr
+    )
 
 
 def test_defaults_and_options_in_use_are_not_named(store, tmp_path, run_cli_here):
@@ -156,7 +159,7 @@ def test_checkpoint_errors_name_the_options(store, tmp_path, run_cli_here):
     code, _, stderr = run_cli_here(*train, "--l2", "1e-2", "--resume")
     assert_one_line_error(
         code, stderr, 1, r"was made with --l2 0\.001, this fit has --l2 0\.01; resume with the "
-        r"same settings or drop --resume\.",
+        r"same settings, or start afresh in another \(or an emptied\) --checkpoint-dir\.",
     )  # fmt: skip
 
 

@@ -18,10 +18,11 @@ HEADER = "on the test data:\n"
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("train-test")
-    shapes = {"train": (3000, 6, 1), "test": (1000, 6, 2), "narrow": (500, 5, 3)}
-    for name, (n_samples, n_features, seed) in shapes.items():
-        make_classification(root / f"{name}.zarr", n_samples, n_features, 3, chunk_rows=1000,
-                            seed=seed)  # fmt: skip
+    shapes = {"train": (3000, 6, 3, 1), "test": (1000, 6, 3, 2), "narrow": (500, 5, 3, 3),
+              "more-classes": (500, 6, 4, 4)}  # fmt: skip
+    for name, (n_samples, n_features, n_classes, seed) in shapes.items():
+        make_classification(root / f"{name}.zarr", n_samples, n_features, n_classes,
+                            chunk_rows=1000, seed=seed)  # fmt: skip
     return {name: root / f"{name}.zarr" for name in shapes}
 
 
@@ -51,6 +52,8 @@ def test_train_with_test_prints_the_report_evaluate_prints_for_the_saved_model(
     [
         ("narrow", r"--test '\S+narrow\.zarr' has 5 features but the training data '\S+' has 6"),
         ("missing", r"no Zarr group at '\S+missing\.zarr'"),
+        ("more-classes", r"'\S+more-classes\.zarr' has classes \[3\] that the model does not "
+                         r"know"),
     ],
 )
 def test_a_test_set_that_cannot_be_scored_is_refused_before_training(

@@ -241,3 +241,17 @@ def test_cli_svmlight_logs_the_guess_and_the_rows_like_csv(
     assert code == 0
     for log in (svm_log, csv_log):
         assert re.search(r"dsoftmax: converted 50 rows \(.* in 1 file\) on .* rows/s", log), log
+
+
+def test_csv_labels_na_and_none_are_classes_and_spaces_around_a_label_do_not_count(tmp_path):
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                          "label": ["NA", "None", " 7", "7", "cat", "NA"]})  # fmt: skip
+    frame.to_csv(tmp_path / "x.csv", index=False)
+    dataset = convert_csv(tmp_path / "x.csv", tmp_path / "x.zarr", label_column="label")
+    assert dataset.classes.tolist() == ["7", "NA", "None", "cat"]
+    assert stored_labels(dataset).tolist() == ["NA", "None", "7", "7", "cat", "NA"]
+    # A feature spelled "NA" is missing (NaN): refused with its row, as before.
+    frame["a"] = ["1", "NA", "3", "4", "5", "6"]
+    frame.to_csv(tmp_path / "y.csv", index=False)
+    with pytest.raises(ValueError, match=r"non-finite value.* first in row 1"):
+        convert_csv(tmp_path / "y.csv", tmp_path / "y.zarr", label_column="label")

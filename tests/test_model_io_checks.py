@@ -202,6 +202,19 @@ def test_predict_writes_into_a_new_path_or_an_empty_directory(
 
 
 # ------------------------------------------------------- model files every path refuses
+def test_predictions_without_probabilities_remove_the_stale_ones(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, model = trained
+    target = tmp_path / "p.zarr"
+    write_predictions(_weights(model), open_dataset(data), target, probabilities=True)
+    assert set(zarr.open_group(str(target), mode="r").array_keys()) == {
+        "predictions", "probabilities",
+    }  # fmt: skip
+    write_predictions(_weights(model), open_dataset(data), target, overwrite=True)
+    assert set(zarr.open_group(str(target), mode="r").array_keys()) == {"predictions"}
+
+
 def _edited_model(model: Path, target: Path, change: Callable[[dict], object]) -> Path:
     edit_manifest(_copy(model, target), change)
     return target

@@ -25,7 +25,7 @@ _SGD_OPTIONS = {
 }
 #: Options of a cross-validated grid.
 _GRID_OPTIONS = ("no_refit", "scoring", "grid_memory")
-_NO_GRID = "without a grid (--cv, several --l2 values or --l2-grid)"
+_NO_GRID = "without a grid (--cv, several --l2 or --learning-rate values, or --l2-grid)"
 _TLS_OPTIONS = ("tls_ca_file", "tls_cert", "tls_key")
 
 

@@ -19,7 +19,7 @@ from .ignored import warn_ignored_options
 from .output import EXIT_OK, PROG, UsageError, one_line, resume_command
 from .session import CommandCluster
 
-__all__ = ["cmd_demo", "cmd_evaluate", "cmd_plot", "cmd_predict", "cmd_train"]
+__all__ = ["cmd_demo", "cmd_evaluate", "cmd_plot", "cmd_predict", "cmd_train", "print_test_report"]
 
 logger = logging.getLogger("dsoftmax")
 
@@ -216,15 +216,19 @@ def _training_client(dataset: Any, args: argparse.Namespace, cluster: CommandClu
 
 def _test_set(args: argparse.Namespace, train: Any) -> Any:
     """The ``--test`` dataset, opened and checked against the training data before the fit
-    (so that a wrong path or shape fails in seconds, not after the training), or None."""
+    (its path, feature count and classes: a mistake fails in seconds, not after the training),
+    or None."""
     if args.test is None:
         return None
+    from ..evaluation import class_positions
+
     test = _open(args.test, args)
     if test.n_features != train.n_features:
         raise ValueError(
             f"--test {args.test!r} has {test.n_features} features but the training data "
             f"{args.data!r} has {train.n_features}."
         )
+    class_positions(train.classes, test.classes, args.test)  # its classes: the model's
     return test
 
 

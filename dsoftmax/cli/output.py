@@ -67,9 +67,6 @@ _COMMAND_LINE_ADVICE = (
         "write it again with `dsoftmax convert`",
     ),
     ("let write_dataset map the labels", "let `dsoftmax convert` map the labels"),
-    ("(and resume=False)", "(without --resume)"),
-    ("(resume=False)", "(without --resume)"),
-    ("or resume=False", "or drop --resume"),
     # The command line has no option that declares classes.
     (" Pass classes=[...] to declare the others, or add rows of other classes.",
      " Add rows of the other classes."),
@@ -94,17 +91,20 @@ _COMMAND_LINE_ADVICE = (
 _OPTION_OF = {
     name: "--" + name.replace("_", "-")
     for name in (
-        "batch_size", "checkpoint_dir", "checkpoint_every", "class_weight", "cv",
+        "batch_size", "checkpoint_dir", "checkpoint_every", "class_weight", "cv", "dtype",
         "early_stopping", "grid_memory", "hold_data", "keep_checkpoints", "l2", "learning_rate",
-        "lr_schedule", "max_iter", "momentum", "nesterov", "overwrite", "read_retries", "resume",
-        "scoring", "shuffle_window", "solver", "storage_options", "tls_ca_file", "tls_cert",
-        "tls_key", "tol", "validation_fraction",
+        "layout", "lr_schedule", "max_iter", "momentum", "nesterov", "overwrite", "read_retries",
+        "resume", "scoring", "shuffle_window", "solver", "storage_options", "tls_ca_file",
+        "tls_cert", "tls_key", "tol", "validation_fraction",
     )
 } | {"random_state": "--seed"}  # fmt: skip
 
-#: ``name=value`` of a parameter, or the bare name; not inside a word, path or quoted string.
+#: ``name=value`` of a parameter, or the bare name; not inside a word, path or quoted string, nor
+#: as the first argument of a call's repr (``Estimator(max_iter=5)``).
 _PARAMETER = re.compile(
-    r"(?<![\w.'\"/-])(?P<name>" + "|".join(sorted(_OPTION_OF, key=len, reverse=True)) + r")"
+    r"(?<![\w.'\"/-])(?<!\w\()(?P<name>"
+    + "|".join(sorted(_OPTION_OF, key=len, reverse=True))
+    + r")"
     r"(?:=(?P<value>'[^']*'|\"[^\"]*\"|[\w.+-]*\w))?(?![\w'\"/(\[=-])"
 )
 
@@ -117,6 +117,8 @@ def _option_wording(match: re.Match[str]) -> str:
         return option if "_" in name else match[0]
     if value == "True":
         return option
+    if value == "None" and name == "random_state":
+        return match[0]  # --seed always has a value: the Python advice stays as it is
     if value in ("False", "None"):
         return f"no {option}"
     unquoted = value.strip("'\"")
@@ -126,7 +128,22 @@ def _option_wording(match: re.Match[str]) -> str:
 def command_line_wording(message: str) -> str:
     """``message``, from the library, in the command line's terms: its advice about Python
     calls rephrased, and ``checkpoint_dir``, ``resume=True``, ``cv=5`` written as the options
-    ``--checkpoint-dir``, ``--resume``, ``--cv 5``."""
+    ``--checkpoint-dir``, ``--resume``, ``--cv 5``.
+
+    Parameters
+    ----------
+    message : str
+        An error's or a warning's text.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> command_line_wording("pass resume=True to continue that fit")
+    'pass --resume to continue that fit'
+    """
     for library, command_line in _COMMAND_LINE_ADVICE:
         message = message.replace(library, command_line)
     return _PARAMETER.sub(_option_wording, message)

@@ -9,7 +9,7 @@ module             job
 ``open``           :func:`open_dataset` and its structure checks
 ``store``          where a store is, what it holds, chunk reads with retries, lazy dask arrays
 ``decode``         decoding one chunk within the size its array declares
-``write``          :func:`write_dataset`, :func:`write_array`, codecs
+``write``          :func:`write_dataset`, :func:`write_array`, :func:`remove_array`, codecs
 ``values``         :func:`block_stats`, :func:`combine_stats`, :func:`check_values`
 ``labels``         the one label encoder and the one sample-weight validator
 ``inputs``         the inputs of a fit (NumPy, Dask, a Dataset) in one validated form
@@ -56,6 +56,7 @@ _PUBLIC = {
     "block_stats": "values",
     "check_values": "values",
     "combine_stats": "values",
+    "remove_array": "write",
     "write_array": "write",
     "write_dataset": "write",
 }

@@ -81,6 +81,17 @@ def url_storage_options(url: str, storage_options: Mapping | None) -> dict | Non
     One ``--storage-options`` may serve an object-store dataset and a local model or output in
     the same command, so options beside a local path are not an error; a warning shows them
     unused. The warning comes from here, one place, so Python shows it once per path.
+
+    Parameters
+    ----------
+    url : str
+        A local path or an fsspec URL.
+    storage_options : mapping or None
+
+    Returns
+    -------
+    dict or None
+        The options to pass to fsspec for ``url``.
     """
     if not storage_options:
         return None

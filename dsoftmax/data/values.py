@@ -177,7 +177,7 @@ def earliest_overflow(
 
 
 #: The next wider feature dtype, which holds what a narrower one overflows on.
-_WIDER = {"float16": "float32", "bfloat16": "float32", "float32": "float64"}
+_WIDER = {"float16": "float32", "bfloat16": "float64", "float32": "float64"}
 
 
 def overflow_problem(
@@ -194,8 +194,8 @@ def overflow_problem(
     name = f"column {feature_names[column]!r}" if feature_names else f"column {column}"
     return (
         f"has values beyond {dtype.name}'s range (±{float(np.finfo(dtype).max):g}), such as "
-        f"{overflow.value:g} in row {overflow.row}, {name}; use dtype={wider!r} "
-        f"(--dtype {wider}), or scale those features."
+        f"{overflow.value:g} in row {overflow.row}, {name}; use dtype={wider!r}, or scale those "
+        "features."
     )
 
 

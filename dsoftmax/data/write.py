@@ -54,6 +54,7 @@ __all__ = [
     "create_row_array",
     "feature_codec",
     "prepare_target",
+    "remove_array",
     "write_array",
     "write_dataset",
     "write_row_block",
@@ -456,6 +457,26 @@ def write_dataset(
         digests = compute(_write_tasks(targets, inputs.arrays), scheduler=inputs.scheduler)
     group.attrs.update(dataset_attrs(inputs.classes, content_digest(digests), csr))
     return open_dataset(url, storage_options=storage_options)
+
+
+def remove_array(
+    url: str | os.PathLike, name: str, *, storage_options: dict | None = None
+) -> None:
+    """Remove the array ``name`` of the Zarr group ``url`` where there is one (predictions'
+    stale probabilities); a dataset's own arrays are never removed.
+
+    Parameters
+    ----------
+    url : str or path
+        An existing Zarr group.
+    name : str
+    storage_options : dict, optional
+    """
+    if name in ROW_ARRAYS:
+        raise ValueError(f"name {name!r} is a dataset array; it is never removed.")
+    group = open_group(as_url(url), "r+", storage_options)
+    if name in group:
+        del group[name]
 
 
 def write_array(

@@ -289,7 +289,7 @@ class CheckpointManager:
         if problems:
             raise CheckpointError(
                 f"every checkpoint in {self.directory!r} is damaged; the newest: {problems[0]} "
-                "To start afresh, remove them or choose another checkpoint_dir (and resume=False)."
+                "To start afresh, remove them or choose another checkpoint_dir."
             )
         return None
 
@@ -350,7 +350,7 @@ def _drop_block_grouping(stored: dict[str, Any], path: str) -> None:
         raise CheckpointError(
             f"checkpoint {path!r} drew its minibatches from groups of {grouping!r} blocks of the "
             "store, an order that depended on how the data was chunked and held and that this "
-            "version does not reproduce. Start the fit afresh (resume=False), with "
+            "version does not reproduce. Start the fit afresh in another checkpoint_dir, with "
             "shuffle_window for streamed data."
         )
 
@@ -454,7 +454,13 @@ def _check_counters(state: TrainingState, path: str) -> None:
 
 def warn_no_checkpoint(directory: str) -> None:
     """Warn that a resume found no checkpoint in ``directory`` and the fit starts afresh: a
-    restarted job runs the same command, so that is no error, but a mistyped directory shows."""
+    restarted job runs the same command, so that is no error, but a mistyped directory shows.
+
+    Parameters
+    ----------
+    directory : str
+        The checkpoint directory, as the warning names it (a :class:`RuntimeWarning`).
+    """
     warnings.warn(
         f"resume found no checkpoint in {directory}; starting a fresh fit",
         RuntimeWarning,
@@ -474,14 +480,15 @@ def check_resumable(checkpoint: Checkpoint, data: dict, config: dict, where: str
                 f"checkpoint {where!r} was made on other data: its {key} is "
                 f"{_short(checkpoint.data.get(key))}, the {key} of this fit is "
                 f"{_short(data.get(key))}. "
-                "Use another checkpoint_dir, or resume=False to start afresh."
+                "To start afresh, use another (or an emptied) checkpoint_dir."
             )
     free = {"max_iter", "tol", "verbose"}
     for key, value in config.items():
         if key not in free and checkpoint.config.get(key) != value:
             raise CheckpointError(
                 f"checkpoint {where!r} was made with {key}={checkpoint.config.get(key)!r}, this "
-                f"fit has {key}={value!r}; resume with the same settings or resume=False."
+                f"fit has {key}={value!r}; resume with the same settings, or start afresh in "
+                "another (or an emptied) checkpoint_dir."
             )
 
 

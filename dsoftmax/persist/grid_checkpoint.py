@@ -532,7 +532,8 @@ class GridCheckpointing:
                 what = "splits" if key == "folds" else key
                 raise CheckpointError(
                     f"checkpoint {where!r} was made for another grid: its {what} differ from "
-                    "this fit's. Resume with the same settings and data, or resume=False."
+                    "this fit's. Resume with the same settings and data, or start afresh in "
+                    "another (or an emptied) checkpoint_dir."
                 )
         logger.info("dsoftmax: resuming the grid from step %d in %s", found.step, where)
         self._warn_of_models_stopped_early(found, where)

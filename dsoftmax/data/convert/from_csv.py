@@ -98,6 +98,12 @@ def _block_bytes(fs: Any, path: str, block: _CsvBlock) -> bytes:
         return read_block(file, block.offset, block.length, delimiter=b"\n")
 
 
+#: Feature fields read as missing (NaN, refused with their row by the value checks): pandas'
+#: usual spellings of a missing value. Label fields are missing only when empty.
+FEATURE_NA = ["", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "NULL", "null", "None",
+              "#N/A", "<NA>"]  # fmt: skip
+
+
 def csv_rows(fs: Any, layout: CsvLayout, piece: Piece) -> PieceRows:
     """Worker task's reader: features (n_rows, n_features) and labels of one block of rows."""
     import pandas as pd
@@ -112,6 +118,9 @@ def csv_rows(fs: Any, layout: CsvLayout, piece: Piece) -> PieceRows:
         # missing values further down. Labels as text, whose kind is decided over the whole
         # source once every block is read (classes_from_text), not block by block.
         dtype={**{name: "float64" for name in layout.feature_columns}, layout.label_column: str},
+        # A label is missing only when its field is empty: "NA" or "None" may name a class.
+        keep_default_na=False,
+        na_values={**dict.fromkeys(layout.feature_columns, FEATURE_NA), layout.label_column: [""]},
     )
     # Missing values come out as NaN, which the data layer refuses with their row.
     features = frame[list(layout.feature_columns)]
@@ -121,7 +130,8 @@ def csv_rows(fs: Any, layout: CsvLayout, piece: Piece) -> PieceRows:
     overflow = None
     if layout.dtype != np.float64 and not all_finite(X):
         overflow = range_overflow(features.to_numpy(dtype=np.float64, na_value=np.nan), X)
-    labels = frame[layout.label_column]
+    # Spaces around a field are not part of the label (" 7" and "7" are one class).
+    labels = frame[layout.label_column].str.strip().replace("", np.nan)
     missing = labels.isna().to_numpy()
     n_missing = int(missing.sum())
     first_missing = int(np.argmax(missing)) if n_missing else None

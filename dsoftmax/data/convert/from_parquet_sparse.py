@@ -303,7 +303,7 @@ def convert_parquet_sparse(
         isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1
     ):
         raise ValueError(f"n_features must be an int >= 1 or None, got {n_features!r}.")
-    check_sparse_dtype(dtype, "Pass dtype='float32' (--dtype float32).")
+    check_sparse_dtype(dtype, "Pass dtype='float32'.")
     fs, files = _parquet_files(paths, source_storage_options)
     footers = [_parquet_footer(fs, path) for path in files]
     first_schema = footers[0][0]

@@ -430,7 +430,7 @@ def convert_svmlight(
 
 #: What to pass instead of a half-precision dtype for a sparse layout.
 _HALF_REMEDY = (
-    "Pass layout='dense' (--layout dense) for dense float16 features, or dtype='float32' to keep "
+    "Pass layout='dense' for dense float16 features, or dtype='float32' to keep "
     "the rows sparse."
 )
 
