@@ -54,16 +54,16 @@ def test_options_that_lbfgs_and_a_single_fit_ignore_are_each_named_once(
 ):
     code, stdout, stderr = run_cli_here(
         "train", store, "--model", tmp_path / "model", *MINIBATCH_OPTIONS, *GRID_OPTIONS,
-        "--keep-checkpoints", "2",
+        "--keep-checkpoints", "2", "--seed", "3",
     )  # fmt: skip
     assert code == 0, stderr
     assert stdout.startswith("trained lbfgs on 2000 rows")
     assert ignored(stderr) == [
         "--batch-size", "--learning-rate", "--lr-schedule", "--shuffle-window",
         "--early-stopping", "--momentum", "--nesterov", "--validation-fraction", "--no-refit",
-        "--scoring", "--grid-memory", "--keep-checkpoints",
+        "--scoring", "--grid-memory", "--keep-checkpoints", "--seed",
     ]  # fmt: skip
-    assert len(stderr.splitlines()) == 12, stderr
+    assert len(stderr.splitlines()) == 13, stderr
     assert (
         "dsoftmax: warning: --batch-size is ignored by --solver lbfgs (it sets the minibatch "
         "size of sgd and adam)\n" in stderr

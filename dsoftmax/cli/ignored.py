@@ -55,6 +55,10 @@ def _train_reasons(args: argparse.Namespace, grid: bool) -> dict[str, str]:
     if args.checkpoint_dir is None:
         reasons |= dict.fromkeys(("checkpoint_every", "keep_checkpoints"),
                                  "without --checkpoint-dir")  # fmt: skip
+    if args.solver == "lbfgs" and not grid:
+        reasons["seed"] = (
+            "by a single --solver lbfgs fit (it seeds the minibatch order and a grid's splits)"
+        )
     return reasons
 
 
