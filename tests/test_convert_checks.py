@@ -193,7 +193,7 @@ def test_cli_svmlight_float16(tmp_path, sparse_file, run_cli_here):
 
 
 @pytest.fixture
-def test_file_without_column_0(tmp_path):
+def file_without_column_0(tmp_path):
     """A zero-based file whose column 0 happens to be empty."""
     rng = np.random.default_rng(1)
     X = rng.standard_normal((50, 6)) * (rng.random((50, 6)) < 0.5)
@@ -204,8 +204,8 @@ def test_file_without_column_0(tmp_path):
     return path, X
 
 
-def test_svmlight_records_the_indexing_it_used(tmp_path, test_file_without_column_0):
-    path, X = test_file_without_column_0
+def test_svmlight_records_the_indexing_it_used(tmp_path, file_without_column_0):
+    path, X = file_without_column_0
     guessed = convert_svmlight(path, tmp_path / "auto.zarr", layout="dense")
     forced = convert_svmlight(path, tmp_path / "zero.zarr", layout="dense", zero_based=True)
 
@@ -220,9 +220,9 @@ def test_svmlight_records_the_indexing_it_used(tmp_path, test_file_without_colum
 
 
 def test_cli_svmlight_logs_the_guess_and_the_rows_like_csv(
-    tmp_path, test_file_without_column_0, run_cli_here
+    tmp_path, file_without_column_0, run_cli_here
 ):
-    path, _ = test_file_without_column_0
+    path, _ = file_without_column_0
     pd.DataFrame({"a": np.arange(50.0), "label": np.arange(50) % 2}).to_csv(
         tmp_path / "t.csv", index=False
     )

@@ -42,6 +42,29 @@ def _objective(X, y, coef, intercept, l2, classes):
     return -log_p[np.arange(len(y)), ids].mean() + l2 * np.sum(coef**2)
 
 
+def assert_every_model_is_scikit_learns_fit_of_its_fold(search, X, y, l2s, scoring):
+    """Each (λ, fold) model of a 3-fold ``search`` (seed 0) reaches scikit-learn's objective on
+    its fold (1e-7 relative), its held-out scores are scikit-learn's (1e-4) and it chose the λ
+    scikit-learn's scores choose. ``X`` may be dense or scipy.sparse."""
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    expected = np.empty((3, len(l2s)))
+    for f, (train, test) in enumerate(folds):
+        for i, l2 in enumerate(l2s):
+            reference = LogisticRegression(C=1 / (2 * l2 * len(train)), tol=1e-12,
+                                           max_iter=20_000).fit(X[train], y[train])  # fmt: skip
+            ours = _objective(X[train], y[train], search.coefs_paths_[f, i],
+                              search.intercepts_paths_[f, i], l2, search.classes_)  # fmt: skip
+            theirs = _objective(X[train], y[train], reference.coef_, reference.intercept_, l2,
+                                reference.classes_)  # fmt: skip
+            assert abs(ours - theirs) <= 1e-7 * abs(theirs), (f, l2, ours, theirs)
+            if scoring == "neg_log_loss":
+                expected[f, i] = -log_loss(y[test], reference.predict_proba(X[test]))
+            else:
+                expected[f, i] = accuracy_score(y[test], reference.predict(X[test]))
+    np.testing.assert_allclose(search.scores_, expected, rtol=0, atol=1e-4)
+    assert search.l2_ == l2s[int(np.argmax(expected.sum(axis=0)))]
+
+
 def _quiet_fit(model, X, y, **fit_params):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -62,23 +85,7 @@ def test_every_grid_model_is_scikit_learns_fit_of_its_fold(loader, l2s, scoring)
     X, y = _standardized(loader)
     search = SoftmaxRegressionCV(l2s=l2s, cv=3, scoring=scoring, random_state=0, **TIGHT)
     search.fit(X, y)
-    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
-    expected = np.empty((3, len(l2s)))
-    for f, (train, test) in enumerate(folds):
-        for i, l2 in enumerate(l2s):
-            reference = LogisticRegression(C=1 / (2 * l2 * len(train)), tol=1e-12,
-                                           max_iter=20_000).fit(X[train], y[train])  # fmt: skip
-            ours = _objective(X[train], y[train], search.coefs_paths_[f, i],
-                              search.intercepts_paths_[f, i], l2, search.classes_)  # fmt: skip
-            theirs = _objective(X[train], y[train], reference.coef_, reference.intercept_, l2,
-                                reference.classes_)  # fmt: skip
-            assert abs(ours - theirs) <= 1e-7 * abs(theirs), (f, l2, ours, theirs)
-            if scoring == "neg_log_loss":
-                expected[f, i] = -log_loss(y[test], reference.predict_proba(X[test]))
-            else:
-                expected[f, i] = accuracy_score(y[test], reference.predict(X[test]))
-    np.testing.assert_allclose(search.scores_, expected, rtol=0, atol=1e-4)
-    assert search.l2_ == l2s[int(np.argmax(expected.sum(axis=0)))]
+    assert_every_model_is_scikit_learns_fit_of_its_fold(search, X, y, l2s, scoring)
     np.testing.assert_array_equal(search.l2s_, l2s)
     assert search.scores_.shape == search.n_iter_.shape == (3, len(l2s))
     # The refit is scikit-learn's fit on every row at the chosen λ.

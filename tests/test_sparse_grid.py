@@ -15,9 +15,7 @@ import scipy.sparse
 from distributed import Client, LocalCluster
 from sklearn.datasets import dump_svmlight_file
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
-from sklearn.model_selection import StratifiedKFold
+from test_estimator_cv import assert_every_model_is_scikit_learns_fit_of_its_fold
 
 from dsoftmax import SoftmaxRegression, SoftmaxRegressionCV, open_dataset, write_dataset
 from dsoftmax.data import make_bag_of_words
@@ -40,29 +38,10 @@ def bag():
     return make_bag_of_words(900, 2**9, 3, nnz_per_row=20, seed=2, dtype="float64")
 
 
-def _objective(X, y, coef, intercept, l2, classes):
-    logits = X @ coef.T + intercept
-    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    return -log_p[np.arange(len(y)), np.searchsorted(classes, y)].mean() + l2 * np.sum(coef**2)
-
-
 def test_every_sparse_grid_model_is_scikit_learns_fit_of_its_fold(bag):
     X, y = bag
     search = SoftmaxRegressionCV(l2s=L2S, cv=3, random_state=0, **TIGHT).fit(X, y)
-    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
-    expected = np.empty((3, len(L2S)))
-    for f, (train, test) in enumerate(folds):
-        for i, l2 in enumerate(L2S):
-            reference = LogisticRegression(C=1 / (2 * l2 * len(train)), tol=1e-12,
-                                           max_iter=20_000).fit(X[train], y[train])  # fmt: skip
-            ours = _objective(X[train], y[train], search.coefs_paths_[f, i],
-                              search.intercepts_paths_[f, i], l2, search.classes_)  # fmt: skip
-            theirs = _objective(X[train], y[train], reference.coef_, reference.intercept_, l2,
-                                reference.classes_)  # fmt: skip
-            assert abs(ours - theirs) <= 1e-7 * abs(theirs), (f, l2, ours, theirs)
-            expected[f, i] = -log_loss(y[test], reference.predict_proba(X[test]))
-    np.testing.assert_allclose(search.scores_, expected, rtol=0, atol=1e-4)
-    assert search.l2_ == L2S[int(np.argmax(expected.sum(axis=0)))]
+    assert_every_model_is_scikit_learns_fit_of_its_fold(search, X, y, L2S, "neg_log_loss")
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ __all__ = [
     "stack_sums",
     "sum_stack_metrics",
     "sum_stack_sums",
+    "zeroed_sums",
 ]
 
 #: What a row is to a split: not used by it, one of its training rows, one of its held-out rows.
@@ -363,11 +364,7 @@ def stack_sums(
     """
     X, data, codes = _block_inputs(prepared, X, labels, sample_weight, codes, rows)
     m, K, d = prepared.n_models, prepared.n_classes, prepared.n_features
-    sums = out if out is not None else _empty_sums(m, K, d)
-    if sums.grad_coef_sum.shape != (m, K, d):
-        raise ValueError(f"out must hold sums of {m} models of shape {(K, d)}.")
-    for array in sums:
-        array.fill(0.0)
+    sums = zeroed_sums(out, m, K, d)
     grad_coef = sums.grad_coef_sum.reshape(m * K, d)
     grad_intercept = sums.grad_intercept_sum.reshape(m * K)
     for lo, hi, split in _groups(prepared):
@@ -474,6 +471,19 @@ def _empty_sums(n_models: int, n_classes: int, n_features: int) -> StackSums:
         np.zeros((n_models, n_classes)),
         np.zeros(n_models),
     )
+
+
+def zeroed_sums(out: StackSums | None, n_models: int, n_classes: int, n_features: int) -> StackSums:
+    """``out`` (checked against the shapes, then zeroed) or new zeroed sums: what a block's
+    sums are added into."""
+    if out is None:
+        return _empty_sums(n_models, n_classes, n_features)
+    if out.grad_coef_sum.shape != (n_models, n_classes, n_features):
+        raise ValueError(f"out must hold sums of {n_models} models of shape "
+                         f"{(n_classes, n_features)}.")  # fmt: skip
+    for array in out:
+        array.fill(0.0)
+    return out
 
 
 def own_stack_sums(sums: StackSums) -> StackSums:

@@ -21,15 +21,15 @@ from ..objective import BlockSums, Params, work_array
 from . import sparse
 from .dense import _checked_rows
 from .stacked import (
-    EVERY_ROW,
     ROLE_HELD_OUT,
     ROLE_TRAIN,
     Stack,
     StackMetrics,
     StackSums,
     _codes,
-    _empty_sums,
+    _taken,
     checked_stack,
+    zeroed_sums,
 )
 
 __all__ = [
@@ -93,13 +93,9 @@ def _model_rows(
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Model ``j``'s rows of the given role: their positions among the evaluated rows and their
     local rows in the block; ``(None, rows)`` when the model takes every evaluated row."""
-    split = int(prepared.splits[j])
-    if split == EVERY_ROW:
+    positions = _taken(prepared, codes, int(prepared.splits[j]), role)
+    if positions is None:
         return None, rows
-    takes = prepared.roles[:, split] == role
-    if takes.all():
-        return None, rows
-    positions = np.flatnonzero(takes[codes])
     return positions, positions if rows is None else rows[positions]
 
 
@@ -152,9 +148,7 @@ def sparse_stack_sums(
     """
     X, codes, rows = _inputs(prepared, X, codes, rows)
     m, K, d = prepared.n_models, prepared.n_classes, prepared.n_features
-    sums = out if out is not None else _empty_sums(m, K, d)
-    if sums.grad_coef_sum.shape != (m, K, d):
-        raise ValueError(f"out must hold sums of {m} models of shape {(K, d)}.")
+    sums = zeroed_sums(out, m, K, d)
     labels = np.asarray(labels)
     work = (work_array("sparse_stack_grad", (d, K), np.float64),
             work_array("sparse_stack_intercept", (K,), np.float64))  # fmt: skip
