@@ -173,7 +173,7 @@ def test_rows_sums_is_block_sums_of_the_gathered_rows_bit_for_bit(path, dtype, l
     labels = ids if labels_kind == "ids" else probabilities
     prepared = kernels.prepare(params, X.dtype, path=path)
     rng = np.random.default_rng(1)
-    for count in (1, 2, 3, 129, 333):
+    for count in (1, 2, 3, 7, 129, 130, 333):
         rows = np.sort(rng.choice(len(X), count, replace=False))
         for sample_weight in (None, weights):
             gathered_weight = None if sample_weight is None else sample_weight[rows]
@@ -181,6 +181,34 @@ def test_rows_sums_is_block_sums_of_the_gathered_rows_bit_for_bit(path, dtype, l
                 kernels.rows_sums(prepared, X, labels[rows], gathered_weight, rows),
                 kernels.block_sums(prepared, X[rows], labels[rows], gathered_weight),
             )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_rows_loss_does_not_depend_on_its_place_in_the_tile(dtype):
+    # The fused path computes the logits of four rows at a time: each row's loss must be the
+    # same bits whatever rows it is grouped with. A block of at most one tile adds its rows'
+    # losses in order from zero, as Python's sum does.
+    params, X, ids, _, _ = make_problem(n_rows=11, dtype=dtype)
+    prepared = kernels.prepare(params, X.dtype, path="fused")
+    one_by_one = [kernels.block_sums(prepared, X[i : i + 1], ids[i : i + 1]) for i in range(11)]
+    for start in range(4):
+        sums = kernels.block_sums(prepared, X[start:], ids[start:])
+        assert sums.loss_sum == sum(single.loss_sum for single in one_by_one[start:])
+
+
+def test_kernels_compile_their_products_with_wide_vectors():
+    from numba import njit
+
+    from dsoftmax.kernels.compile import VECTOR_BITS, wide_vectors
+
+    @njit
+    def scaled(values):
+        wide_vectors()
+        return values * 2.0
+
+    scaled(np.ones(3))
+    (ir,) = scaled.inspect_llvm().values()
+    assert f'"prefer-vector-width"="{VECTOR_BITS}"' in ir
 
 
 def test_the_sums_of_rows_do_not_depend_on_the_rest_of_the_block():

@@ -2,7 +2,7 @@
 
 Each tile of :data:`TILE_ROWS` rows goes through three steps while its rows are in cache:
 
-1. logits ``Φ = W xᵢ + b`` into a class-major work array (n_classes, tile rows), two rows and
+1. logits ``Φ = W xᵢ + b`` into a class-major work array (n_classes, tile rows), four rows and
    :data:`CLASS_BLOCK` classes per step, so that every weight load feeds several FMAs;
 2. the stable softmax, the per-row loss and the residual ``T = w·(P − Y)`` over that array,
    vectorized over rows (the exponential is a polynomial the compiler vectorizes);
@@ -28,7 +28,7 @@ from llvmlite import ir
 from numba import carray, types
 from numba.extending import intrinsic, overload
 
-from .compile import FASTMATH, jit
+from .compile import FASTMATH, jit, wide_vectors
 
 __all__ = [
     "CLASS_BLOCK",
@@ -106,23 +106,35 @@ def _exp_float32(values, count, scratch):
 
 
 @jit
+def _store_logits(logits, b, k, row, p0, p1, p2, p3, p4):
+    """``logits[k:k + 5, row]`` = the five dot products plus their intercepts."""
+    logits[k, row] = p0 + b[k]
+    logits[k + 1, row] = p1 + b[k + 1]
+    logits[k + 2, row] = p2 + b[k + 2]
+    logits[k + 3, row] = p3 + b[k + 3]
+    logits[k + 4, row] = p4 + b[k + 4]
+
+
+@jit
 def _logits_tile(tile, W, b, logits):
     """``logits[k, r] = W[k] · tile[r] + b[k]`` for every padded class k and tile row r."""
+    wide_vectors()
     n_rows, n_features = tile.shape
     n_padded = W.shape[0]
     zero = b[0] - b[0]
-    for r in range(0, n_rows, 2):
-        # An odd last row is paired with itself: every row goes through the same code.
-        last = min(r + 1, n_rows - 1)
-        x0 = tile[r]
-        x1 = tile[last]
+    for r in range(0, n_rows, 4):
+        # The last rows of a tile whose length is not a multiple of 4 are repeated: every row
+        # goes through the same code, so its logits have the same bits wherever it sits.
+        r1, r2, r3 = min(r + 1, n_rows - 1), min(r + 2, n_rows - 1), min(r + 3, n_rows - 1)
+        x0, x1, x2, x3 = tile[r], tile[r1], tile[r2], tile[r3]
         for k in range(0, n_padded, 5):
             w0, w1, w2, w3, w4 = W[k], W[k + 1], W[k + 2], W[k + 3], W[k + 4]
             a0 = a1 = a2 = a3 = a4 = zero
             c0 = c1 = c2 = c3 = c4 = zero
+            d0 = d1 = d2 = d3 = d4 = zero
+            e0 = e1 = e2 = e3 = e4 = zero
             for j in range(n_features):
-                u = x0[j]
-                v = x1[j]
+                u, v, s, t = x0[j], x1[j], x2[j], x3[j]
                 a0 += u * w0[j]
                 a1 += u * w1[j]
                 a2 += u * w2[j]
@@ -133,22 +145,27 @@ def _logits_tile(tile, W, b, logits):
                 c2 += v * w2[j]
                 c3 += v * w3[j]
                 c4 += v * w4[j]
-            logits[k, last] = c0 + b[k]
-            logits[k + 1, last] = c1 + b[k + 1]
-            logits[k + 2, last] = c2 + b[k + 2]
-            logits[k + 3, last] = c3 + b[k + 3]
-            logits[k + 4, last] = c4 + b[k + 4]
-            logits[k, r] = a0 + b[k]
-            logits[k + 1, r] = a1 + b[k + 1]
-            logits[k + 2, r] = a2 + b[k + 2]
-            logits[k + 3, r] = a3 + b[k + 3]
-            logits[k + 4, r] = a4 + b[k + 4]
+                d0 += s * w0[j]
+                d1 += s * w1[j]
+                d2 += s * w2[j]
+                d3 += s * w3[j]
+                d4 += s * w4[j]
+                e0 += t * w0[j]
+                e1 += t * w1[j]
+                e2 += t * w2[j]
+                e3 += t * w3[j]
+                e4 += t * w4[j]
+            _store_logits(logits, b, k, r3, e0, e1, e2, e3, e4)
+            _store_logits(logits, b, k, r2, d0, d1, d2, d3, d4)
+            _store_logits(logits, b, k, r1, c0, c1, c2, c3, c4)
+            _store_logits(logits, b, k, r, a0, a1, a2, a3, a4)
 
 
 @jit
 def _add_gradient_tile(tile, residual, grad_coef, marker):
     """``grad_coef += residual[:, :rows] @ tile`` (float64 total), one register block of
     ``len(marker)`` classes × FEATURE_BLOCK features at a time."""
+    wide_vectors()
     n_rows, n_features = tile.shape
     n_padded = residual.shape[0]
     width = len(marker)
