@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .objective import BlockMetrics, Params
@@ -36,6 +37,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingState",
+    "one_blas_thread",
     "train",
 ]
 
@@ -153,12 +155,24 @@ def train(
     checkpointed state (then ``params`` and ``optimizer_state`` are ignored); ``checkpoint``
     receives the state as the fit goes.
     """
-    if config.solver == "lbfgs":
-        return _train_lbfgs(problem, params, config, float32_data, resume, checkpoint)
-    state = resume or TrainingState(
-        params=params, epoch=start_epoch, optimizer_state=optimizer_state
-    )
-    return _train_minibatch(problem, config, state, start_epoch, checkpoint)
+    with one_blas_thread():
+        if config.solver == "lbfgs":
+            return _train_lbfgs(problem, params, config, float32_data, resume, checkpoint)
+        state = resume or TrainingState(
+            params=params, epoch=start_epoch, optimizer_state=optimizer_state
+        )
+        return _train_minibatch(problem, config, state, start_epoch, checkpoint)
+
+
+def one_blas_thread() -> threadpool_limits:
+    """A context in which this process's BLAS libraries run every call on one thread.
+
+    A fit holds it: the client's own BLAS work is small (the optimizer's vector operations on
+    the weights), while a multi-threaded BLAS keeps its idle threads spinning for a while after
+    each call, on the cores that the engine's threads (or a local cluster's workers) evaluate
+    the blocks on; an in-process engine's BLAS products run one per engine thread as well.
+    """
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _finite_or_raise(loss: float | None, grad: Params, where: str, hint: str) -> None:

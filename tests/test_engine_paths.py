@@ -199,3 +199,43 @@ def test_workers_without_room_for_a_batchs_blocks_refuse_minibatches_before_the_
     with pytest.raises(ValueError, match=r"room for 0 below Dask's pause threshold.*more memory"):
         check_streamed_minibatches(engine, smallest)
     check_streamed_minibatches(engine, TrainConfig(solver="lbfgs"))  # full passes stream
+
+
+class _ThreadCountingProblem:
+    """An in-process engine's objective that records the BLAS threads each evaluation sees."""
+
+    def __init__(self, engine):
+        from dsoftmax.engine import EngineProblem
+
+        self.inner = EngineProblem(engine, l2=1e-3)
+        self.n_samples = self.inner.n_samples
+        self.weighted = False
+        self.blas_threads = []
+
+    def value_and_grad(self, params, rows=None, *, weight=None):
+        from threadpoolctl import threadpool_info
+
+        blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        self.blas_threads.append(max(blas))
+        return self.inner.value_and_grad(params, rows, weight=weight)
+
+    def metrics(self, params, rows=None):
+        return self.inner.metrics(params, rows)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_a_fit_runs_this_processs_blas_on_one_thread_and_restores_it(solver):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from dsoftmax.training import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((400, 6)), rng.integers(0, 3, 400)
+    problem = _ThreadCountingProblem(LocalEngine(X, y, chunk_rows=100, n_threads=2))
+    start = Params(np.zeros((3, 6)), np.zeros(3))
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = [pool["num_threads"] for pool in threadpool_info()]
+        train(problem, start, TrainConfig(solver=solver, max_iter=3, batch_size=100))
+        after = [pool["num_threads"] for pool in threadpool_info()]
+    assert problem.blas_threads and set(problem.blas_threads) == {1}
+    assert after == before and 2 in before

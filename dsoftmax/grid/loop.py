@@ -57,6 +57,7 @@ from ..training import (
     _make_optimizer,
     _make_schedule,
     _progress,
+    one_blas_thread,
 )
 
 logger = logging.getLogger("dsoftmax")
@@ -184,10 +185,11 @@ def train_grid(
             "started: %s (%s now), so that its results are an uninterrupted run's",
             resume.max_running or "all", max_running or "all",
         )  # fmt: skip
-    if config.solver == "lbfgs":
-        run = resume or GridRun(loss_curves=[[] for _ in models], max_running=max_running)
-        return _train_lbfgs(problem, models, starts, config, float32_data, run, checkpoint)
-    return _train_minibatch(problem, models, starts, config, resume, checkpoint)
+    with one_blas_thread():
+        if config.solver == "lbfgs":
+            run = resume or GridRun(loss_curves=[[] for _ in models], max_running=max_running)
+            return _train_lbfgs(problem, models, starts, config, float32_data, run, checkpoint)
+        return _train_minibatch(problem, models, starts, config, resume, checkpoint)
 
 
 # -- L-BFGS ----------------------------------------------------------------------------------
