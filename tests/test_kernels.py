@@ -240,6 +240,19 @@ def test_half_storage_computes_exactly_as_its_float32_widening(path, half):
     assert_sums_close(half_sums, objective.block_sums(params, widened, ids, weights), 2e-6)
 
 
+def test_every_float16_bit_pattern_widens_to_numpys_float32():
+    from dsoftmax.kernels import fused
+
+    bits = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
+    widened = np.empty(len(bits), dtype=np.float32)
+    fused._widen_float16(bits, widened)
+    expected = bits.view(np.float16).astype(np.float32)
+    is_nan = np.isnan(expected)
+    np.testing.assert_array_equal(widened[~is_nan].view(np.uint32),
+                                  expected[~is_nan].view(np.uint32))  # fmt: skip
+    assert np.isnan(widened[is_nan]).all()
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_repeated_and_concurrent_calls_give_the_same_bits(path):
     params, X, _ids, probabilities, weights = make_problem(n_rows=2000, dtype=np.float32)
