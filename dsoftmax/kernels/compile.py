@@ -12,7 +12,7 @@ from collections.abc import Callable
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["FASTMATH", "jit", "wide_vectors"]
+__all__ = ["FASTMATH", "VECTOR_BITS", "jit", "wide_vectors"]
 
 #: The widest vectors the kernels' loops are compiled to, in bits: LLVM's default on AVX-512
 #: processors is 256 (``prefer-256-bit``), which halves the products' arithmetic per instruction.
@@ -36,7 +36,6 @@ def jit(function: Callable | None = None, *, fastmath: bool = True) -> Callable:
     return compile_function if function is None else compile_function(function)
 
 
-
 @intrinsic
 def wide_vectors(typingctx):
     """Compile the calling kernel's loops with vectors of :data:`VECTOR_BITS` bits where the
@@ -48,8 +47,11 @@ def wide_vectors(typingctx):
 
     def codegen(context, builder, signature, args):
         # llvmlite's attribute set names only LLVM's keyword attributes; a string attribute
-        # is written as it appears in the IR.
-        set.add(builder.function.attributes, f'"prefer-vector-width"="{VECTOR_BITS}"')
+        # is written as it appears in the IR. An llvmlite whose attributes are no set leaves
+        # LLVM's default width: slower products, the same kernel.
+        attributes = builder.function.attributes
+        if isinstance(attributes, set):
+            set.add(attributes, f'"prefer-vector-width"="{VECTOR_BITS}"')
         return context.get_dummy_value()
 
     return types.none(), codegen
