@@ -12,7 +12,8 @@ teacher are written once, then timed, each as fresh processes started from this 
   train`` with the same objective (``--l2`` = 1/(2·C·n), ``--tol 1e-4``, ``--max-iter 100``) and
   ``--test`` on the test store (the report ``dsoftmax evaluate`` prints, after the fit), one
   after the other, no scheduler named;
-* **retrain**: ``dsoftmax train --test`` again, on the converted stores;
+* **retrain**: ``dsoftmax train --test`` again, on the converted stores (the three runs take
+  turns, round after round; the table gives each one's medians);
 * **conversion against a pyarrow read**, in this process, rounds taking turns:
   :func:`dsoftmax.data.convert.convert_parquet` of the training files against
   ``pyarrow.parquet.read_table`` of the same files; and the conversion's peak resident memory
@@ -81,6 +82,9 @@ class EndToEndConfig:
         rows.
     n_files : int
         Parquet files per set (one row group each, as pyarrow writes files of that size).
+    rounds : int
+        Rounds of the three runs (the script, the first run, the retrain), taking turns; the
+        table gives medians.
     convert_rounds : int
         Timed rounds of the conversion against the pyarrow read.
     max_iter : int
@@ -91,13 +95,16 @@ class EndToEndConfig:
 
     sizes: tuple[tuple[int, int, int], ...]
     n_files: int = 8
+    rounds: int = 3
     convert_rounds: int = 3
     max_iter: int = 100
     tiny: tuple[int, int, int] = (2_000, 16, 4)
 
 
 FULL = EndToEndConfig(sizes=((2_000_000, 256, 20), (500_000, 256, 20)))
-QUICK = EndToEndConfig(sizes=((20_000, 16, 4),), n_files=2, convert_rounds=1, max_iter=30)
+QUICK = EndToEndConfig(
+    sizes=((20_000, 16, 4),), n_files=2, rounds=1, convert_rounds=1, max_iter=30
+)
 
 #: The scikit-learn script: what a user writes without dsoftmax.
 SKLEARN_SCRIPT = textwrap.dedent(
@@ -289,13 +296,35 @@ def _measure_size(
     files = _make_files(workdir, size, config)
     # Interleaved: the script, then the first run, then the retrain, so that a burst of outside
     # load falls on each.
-    script = _script_run(files, config)
-    first = _dsoftmax_run(files, workdir, config, convert=True)
-    retrain = _dsoftmax_run(files, workdir, config, convert=False)
+    runs: dict[str, list[dict[str, Any]]] = {"script": [], "first": [], "retrain": []}
+    for _ in range(config.rounds):
+        runs["script"].append(_script_run(files, config))
+        runs["first"].append(_dsoftmax_run(files, workdir, config, convert=True))
+        runs["retrain"].append(_dsoftmax_run(files, workdir, config, convert=False))
+    script, first, retrain = (median_run(runs[name]) for name in ("script", "first", "retrain"))
     conversion = _convert_against_read(files, workdir, config.convert_rounds)
     memory = _convert_memory(files, workdir)
     return {"size": size, "files": files, "script": script, "first": first,
             "retrain": retrain, "conversion": conversion, "memory": memory}  # fmt: skip
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's record for several rounds of it: the median total and the median of each
+    part (``seconds`` of a dsoftmax run, ``load``/``fit``/``score`` of the script), the
+    totals' range as ``spread``; the rest (accuracy, iterations, output) of the last round."""
+    median = dict(runs[-1])
+    totals = [run["total"] for run in runs]
+    median["total"] = float(np.median(totals))
+    median["spread"] = (min(totals), max(totals))
+    if "seconds" in median:
+        median["seconds"] = {
+            name: float(np.median([run["seconds"][name] for run in runs]))
+            for name in median["seconds"]
+        }
+    for part in ("load", "fit", "score"):
+        if part in median:
+            median[part] = float(np.median([run[part] for run in runs]))
+    return median
 
 
 def _size_text(size: tuple[int, int, int]) -> str:
@@ -306,14 +335,17 @@ def _size_text(size: tuple[int, int, int]) -> str:
 def _size_section(result: dict[str, Any], config: EndToEndConfig) -> tuple[str, list[Verdict]]:
     size, script, first, retrain = (result[k] for k in ("size", "script", "first", "retrain"))
     conversion, memory, files = result["conversion"], result["memory"], result["files"]
+    def spread(run: dict[str, Any]) -> str:
+        return "{:.1f}–{:.1f}".format(*run["spread"])
+
     rows = [
-        ["scikit-learn script", f"{script['total']:.1f}", f"load {script['load']:.1f} s, fit "
-         f"{script['fit']:.1f} s ({script['n_iter']} iterations), score {script['score']:.1f} s",
-         f"{script['accuracy']:.4f}", "1.00"],
-        ["dsoftmax first run", f"{first['total']:.1f}", ", ".join(
+        ["scikit-learn script", f"{script['total']:.1f}", spread(script), f"load "
+         f"{script['load']:.1f} s, fit {script['fit']:.1f} s ({script['n_iter']} iterations), "
+         f"score {script['score']:.1f} s", f"{script['accuracy']:.4f}", "1.00"],
+        ["dsoftmax first run", f"{first['total']:.1f}", spread(first), ", ".join(
             f"{name} {seconds:.1f} s" for name, seconds in first["seconds"].items()),
          f"{first['accuracy']:.4f}", f"{first['total'] / script['total']:.2f}"],
-        ["dsoftmax retrain", f"{retrain['total']:.1f}", ", ".join(
+        ["dsoftmax retrain", f"{retrain['total']:.1f}", spread(retrain), ", ".join(
             f"{name} {seconds:.1f} s" for name, seconds in retrain["seconds"].items()),
          f"{retrain['accuracy']:.4f}", f"{retrain['total'] / script['total']:.2f}"],
     ]  # fmt: skip
@@ -326,7 +358,12 @@ def _size_section(result: dict[str, Any], config: EndToEndConfig) -> tuple[str, 
             f"#### {_size_text(size)} ({files.source_bytes / 2**30:.2f} GiB of Parquet in "
             f"{plural(config.n_files, 'file')})",
             "",
-            markdown_table(["run", "seconds", "parts", "test accuracy", "÷ script"], rows),
+            f"Medians of {plural(config.rounds, 'round')}, the three runs taking turns in each "
+            "(each part's own median; min–max of the totals).",
+            "",
+            markdown_table(
+                ["run", "median s", "min–max s", "parts", "test accuracy", "÷ script"], rows
+            ),
             "",
             f"`dsoftmax train` said: {first['trained']}",
             "",
@@ -345,9 +382,10 @@ def _size_section(result: dict[str, Any], config: EndToEndConfig) -> tuple[str, 
     )
     label = _size_text(size)
     verdicts = [
-        Verdict(f"11 first run at {label}", "convert + train --test ÷ the scikit-learn script",
+        Verdict(f"11 first run at {label}",
+                "convert + train --test ÷ the scikit-learn script (medians)",
                 first["total"] / script["total"], FIRST_RUN_THRESHOLD),
-        Verdict(f"11 retrain at {label}", "train --test ÷ the scikit-learn script",
+        Verdict(f"11 retrain at {label}", "train --test ÷ the scikit-learn script (medians)",
                 retrain["total"] / script["total"], RETRAIN_THRESHOLD),
         Verdict(f"11 conversion at {label}", "convert_parquet ÷ pyarrow read_table (medians)",
                 convert.median / read.median, CONVERT_THRESHOLD),

@@ -423,6 +423,21 @@ def test_end_to_end_sizes_parse_and_refuse_what_is_not_three_positive_integers()
             _sizes(bad)
 
 
+def test_end_to_end_rounds_report_each_parts_median_and_the_totals_range():
+    from benchmarks.bench_end_to_end import median_run
+
+    runs = [{"total": total, "seconds": {"convert": convert, "train": total - convert},
+             "accuracy": 0.5, "trained": f"round {i}"}
+            for i, (total, convert) in enumerate([(9.0, 4.0), (3.0, 1.0), (5.0, 3.0)])]  # fmt: skip
+    median = median_run(runs)
+    assert median["total"] == 5.0 and median["spread"] == (3.0, 9.0)
+    assert median["seconds"] == {"convert": 3.0, "train": 2.0}
+    assert median["trained"] == "round 2"
+    script = median_run([{"total": 2.0, "load": 1.0, "fit": 0.5, "score": 0.1},
+                         {"total": 4.0, "load": 3.0, "fit": 0.7, "score": 0.3}])  # fmt: skip
+    assert (script["load"], script["fit"], script["score"]) == (2.0, 0.6, 0.2)
+
+
 def test_end_to_end_parquet_files_hold_the_rows_features_and_classes_asked_for(tmp_path: Path):
     import pyarrow.parquet as pq
 
