@@ -240,17 +240,38 @@ def test_half_storage_computes_exactly_as_its_float32_widening(path, half):
     assert_sums_close(half_sums, objective.block_sums(params, widened, ids, weights), 2e-6)
 
 
-def test_every_float16_bit_pattern_widens_to_numpys_float32():
+@pytest.mark.parametrize("way", ["_widen_float16_in_hardware", "_widen_float16_bits"])
+def test_every_float16_bit_pattern_widens_to_numpys_float32(way):
     from dsoftmax.kernels import fused
 
+    if way == "_widen_float16_in_hardware" and not fused.half_conversion_in_hardware():
+        pytest.skip("numba compiles for a processor without a binary16 conversion here")
     bits = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
     widened = np.empty(len(bits), dtype=np.float32)
-    fused._widen_float16(bits, widened)
+    getattr(fused, way)(bits, widened)
     expected = bits.view(np.float16).astype(np.float32)
     is_nan = np.isnan(expected)
     np.testing.assert_array_equal(widened[~is_nan].view(np.uint32),
                                   expected[~is_nan].view(np.uint32))  # fmt: skip
     assert np.isnan(widened[is_nan]).all()
+
+
+def test_float16_is_widened_in_hardware_only_where_numba_compiles_for_it(monkeypatch):
+    import platform
+
+    import numba
+
+    from dsoftmax.kernels import fused
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "+sse2,+avx,-f16c")
+    assert not fused.half_conversion_in_hardware()
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "+sse2,+avx,+f16c")
+    assert fused.half_conversion_in_hardware()
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert fused.half_conversion_in_hardware()
+    monkeypatch.setattr(platform, "machine", lambda: "ppc64le")
+    assert not fused.half_conversion_in_hardware()
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -22,8 +22,11 @@ same work tile, so that they go through exactly the code a block of those rows w
 from __future__ import annotations
 
 import math
+import platform
 
+import numba
 import numpy as np
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import carray, types
 from numba.extending import intrinsic, overload
@@ -346,12 +349,60 @@ def _half_to_float(typingctx, bits):
 
 
 @jit(fastmath=False)
-def _widen_float16(source, target):
-    """IEEE binary16 bit patterns to float32: every value exactly (normal, zero, subnormal,
-    infinite); a NaN stays a NaN."""
+def _widen_float16_in_hardware(source, target):
+    """IEEE binary16 bit patterns to float32 by the processor's conversion instruction: every
+    value exactly (normal, zero, subnormal, infinite); a NaN stays a NaN."""
     wide_vectors()
     for j in range(source.shape[0]):
         target[j] = _half_to_float(source[j])
+
+
+@jit(fastmath=False)
+def _widen_float16_bits(source, target):
+    """IEEE binary16 bit patterns to float32 by integer arithmetic, exactly (normal, zero,
+    subnormal, inf, NaN): for targets without a conversion instruction."""
+    words = target.view(np.uint32)
+    n = source.shape[0]
+    subnormals = np.uint32(0)
+    for j in range(n):
+        h = np.uint32(source[j])
+        sign = (h & np.uint32(0x8000)) << np.uint32(16)
+        exponent = (h >> np.uint32(10)) & np.uint32(0x1F)
+        mantissa = h & np.uint32(0x3FF)
+        # Rebias the exponent (15 → 127); all ones (inf, NaN) stays all ones, zero stays zero.
+        biased = exponent + np.uint32(112)
+        biased = np.uint32(0xFF) if exponent == np.uint32(0x1F) else biased
+        biased = np.uint32(0) if exponent == np.uint32(0) else biased
+        words[j] = sign | (biased << np.uint32(23)) | (mantissa << np.uint32(13))
+        subnormals |= np.uint32(exponent == np.uint32(0)) & np.uint32(mantissa != np.uint32(0))
+    if subnormals:
+        for j in range(n):
+            h = np.uint32(source[j])
+            if (h & np.uint32(0x7C00)) == np.uint32(0):  # subnormal: m · 2^-24
+                magnitude = np.float32(h & np.uint32(0x3FF)) * np.float32(5.960464477539063e-08)
+                target[j] = -magnitude if h & np.uint32(0x8000) else magnitude
+
+
+def half_conversion_in_hardware() -> bool:
+    """Whether the code numba generates here converts binary16 to float32 with an instruction:
+    64-bit ARM, and x86 with F16C (every x86 processor since 2012) in the features numba
+    compiles for (``NUMBA_CPU_FEATURES`` when set, the host's otherwise). Elsewhere LLVM would
+    call a runtime function that numba's JIT does not provide."""
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return True
+    if machine not in ("x86_64", "amd64"):
+        return False
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        return bool(llvm.get_host_cpu_features().get("f16c", False))
+    return "+f16c" in features.replace(" ", "").split(",")
+
+
+#: How float16 tiles are widened in this process (decided once, when the module is imported).
+_widen_float16 = (
+    _widen_float16_in_hardware if half_conversion_in_hardware() else _widen_float16_bits
+)
 
 
 def _tile_rows(X, start, n_rows, rows, gather, bits, tile):
