@@ -273,6 +273,14 @@ def test_float16_is_widened_in_hardware_only_where_numba_compiles_for_it(monkeyp
     monkeypatch.setattr(platform, "machine", lambda: "ppc64le")
     assert not fused.half_conversion_in_hardware()
 
+    def unreadable():
+        raise RuntimeError("failed to get host cpu features")
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", None)
+    monkeypatch.setattr(fused.llvm, "get_host_cpu_features", unreadable)
+    assert not fused.half_conversion_in_hardware()
+
 
 @pytest.mark.parametrize("path", PATHS)
 def test_repeated_and_concurrent_calls_give_the_same_bits(path):

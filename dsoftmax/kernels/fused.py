@@ -395,7 +395,10 @@ def half_conversion_in_hardware() -> bool:
         return False
     features = numba.config.CPU_FEATURES
     if features is None:
-        return bool(llvm.get_host_cpu_features().get("f16c", False))
+        try:
+            return bool(llvm.get_host_cpu_features().get("f16c", False))
+        except RuntimeError:  # LLVM cannot read this host's features: the integer widening
+            return False
     return "+f16c" in features.replace(" ", "").split(",")
 
 
