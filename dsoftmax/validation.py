@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -51,6 +52,7 @@ __all__ = [
     "is_real",
     "real_number",
     "seed_of",
+    "url_storage_options",
     "whole_number",
 ]
 
@@ -444,3 +446,36 @@ def check_search_hyper_parameters(params: Mapping[str, Any]) -> None:
         check_value_grid(
             "learning_rates", rates, NUMBERS["learning_rate"].valid, allow_count=False
         )
+
+
+def url_storage_options(url: str, storage_options: Mapping | None) -> dict | None:
+    """The fsspec options that apply to ``url``: ``storage_options`` for a URL, None for a
+    local path, for which they are ignored with a :class:`UserWarning`.
+
+    One ``--storage-options`` may serve an object-store dataset and a local model or output in
+    the same command, so options beside a local path are not an error; a warning shows them
+    unused. Datasets, models and checkpoints all warn from here, one place, so Python shows the
+    warning once per path.
+
+    Parameters
+    ----------
+    url : str
+        A local path or an fsspec URL.
+    storage_options : mapping or None
+
+    Returns
+    -------
+    dict or None
+        The options to pass to fsspec for ``url``.
+    """
+    if not storage_options:
+        return None
+    if "://" not in str(url):
+        warnings.warn(
+            f"storage_options are ignored for the local path {str(url)!r}: they configure fsspec "
+            "URLs (s3://, gs://, ...); drop them, or name the path by its URL.",
+            UserWarning,
+            stacklevel=1,
+        )
+        return None
+    return dict(storage_options)

@@ -20,7 +20,6 @@ import hashlib
 import os
 import stat
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ import zarr
 from dask.highlevelgraph import HighLevelGraph
 from fsspec.implementations.local import LocalFileSystem
 
+from ..validation import url_storage_options
 from .decode import ChunkEncoding, decode_chunk, max_stored_bytes
 from .format import rows_text
 
@@ -44,7 +44,6 @@ __all__ = [
     "open_group",
     "read_row_chunk",
     "stored_keys",
-    "url_storage_options",
 ]
 
 #: Pause before the first retry of a chunk read, in seconds; it doubles at every retry.
@@ -72,38 +71,6 @@ def store_location(url: str) -> str:
     """``url`` itself for fsspec URLs; an absolute path for local paths, because the store
     travels to worker processes whose working directory may differ."""
     return os.path.abspath(url) if is_local(url) else url
-
-
-def url_storage_options(url: str, storage_options: Mapping | None) -> dict | None:
-    """The fsspec options that apply to ``url``: ``storage_options`` for a URL, None for a
-    local path, for which they are ignored with a :class:`UserWarning`.
-
-    One ``--storage-options`` may serve an object-store dataset and a local model or output in
-    the same command, so options beside a local path are not an error; a warning shows them
-    unused. The warning comes from here, one place, so Python shows it once per path.
-
-    Parameters
-    ----------
-    url : str
-        A local path or an fsspec URL.
-    storage_options : mapping or None
-
-    Returns
-    -------
-    dict or None
-        The options to pass to fsspec for ``url``.
-    """
-    if not storage_options:
-        return None
-    if is_local(url):
-        warnings.warn(
-            f"storage_options are ignored for the local path {url!r}: they configure fsspec "
-            "URLs (s3://, gs://, ...); drop them, or name the store by its URL.",
-            UserWarning,
-            stacklevel=1,
-        )
-        return None
-    return dict(storage_options)
 
 
 def open_group(url: str, mode: str, storage_options: Mapping | None) -> zarr.Group:

@@ -33,13 +33,14 @@ import secrets
 import shutil
 import stat
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from ..validation import url_storage_options
 
 try:
     import fcntl
@@ -108,15 +109,8 @@ def locate(path: str, storage_options: dict | None = None) -> Location:
     """Where ``path`` (a local path or fsspec URL) is. A local path is resolved once, here: the
     user's own symbolic links to a model or checkpoint directory are followed, and nothing
     inside that directory ever is. ``storage_options`` beside a local path are ignored with a
-    :class:`UserWarning`, as for datasets (:func:`dsoftmax.data.store.url_storage_options`)."""
-    if storage_options and "://" not in str(path):
-        warnings.warn(
-            f"storage_options are ignored for the local path {str(path)!r}: they configure "
-            "fsspec URLs (s3://, gs://, ...); drop them, or name the directory by its URL.",
-            UserWarning,
-            stacklevel=1,
-        )
-        storage_options = None
+    :class:`UserWarning`, as for datasets (:func:`dsoftmax.validation.url_storage_options`)."""
+    storage_options = url_storage_options(str(path), storage_options)
     fs, root = fsspec.url_to_fs(str(path), **(storage_options or {}))
     if isinstance(fs, LocalFileSystem):
         return Location(fs, os.path.realpath(root), True)

@@ -284,9 +284,10 @@ def _csv_files(paths: list[str], storage_options: dict | None) -> tuple[Any, lis
     from fsspec.core import get_fs_token_paths
 
     options = storage_options or {}
-    fs, _, files = get_fs_token_paths(paths, mode="rb", storage_options=options)
+    files: list[str] = []
     for path in paths:
-        _, _, found = get_fs_token_paths([path], mode="rb", storage_options=options)
+        # One path at a time, so that a pattern that matches nothing is named.
+        fs, _, found = get_fs_token_paths([path], mode="rb", storage_options=options)
         if has_magic(path):
             if not found:
                 raise FileNotFoundError(f"no CSV file matches {path!r}.")
@@ -297,7 +298,8 @@ def _csv_files(paths: list[str], storage_options: dict | None) -> tuple[Any, lis
             )
         elif not fs.isfile(found[0]):
             raise FileNotFoundError(f"no such CSV file: {path!r}.")
-    return fs, list(files)
+        files.extend(found)
+    return fs, files
 
 
 def _header(fs: Any, path: str) -> bytes:
