@@ -3,6 +3,9 @@ and every message's row number are those of the row group read whole."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import dask
 import numpy as np
 import pyarrow as pa
@@ -24,6 +27,16 @@ def _small_batches(monkeypatch):
 def write(path, embeddings, labels, list_type=None):
     values = pa.array(list(embeddings), type=list_type or pa.list_(pa.float32(), 4))
     pq.write_table(pa.table({"e": values, "y": labels}), path, row_group_size=N_ROWS)
+
+
+def run_in_fresh_process(script, *paths):
+    """What ``script`` prints, run by a fresh Python process with ``paths`` as its arguments."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, paths)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_batches_fill_the_row_groups_features_and_labels_in_order(tmp_path):
@@ -65,9 +78,6 @@ def test_a_row_groups_raw_bytes_are_streamed_not_held_whole(tmp_path):
     """pyarrow would read a row group's column chunks whole before decoding them; the converter
     streams them, so its Arrow memory stays far below one row group (here 64 MiB of float32
     values that do not compress), in a fresh process whose Arrow pool saw nothing else."""
-    import subprocess
-    import sys
-
     n_rows, n_features = 262_144, 64
     X = np.random.default_rng(0).standard_normal((n_rows, n_features)).astype(np.float32)
     values = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), n_features)
@@ -80,10 +90,54 @@ def test_a_row_groups_raw_bytes_are_streamed_not_held_whole(tmp_path):
         "    convert_parquet(sys.argv[1], sys.argv[2], label_column='y', embedding_column='e')\n"
         "print(pa.default_memory_pool().max_memory())"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "big.parquet"), str(tmp_path / "o.zarr")],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    printed = run_in_fresh_process(script, tmp_path / "big.parquet", tmp_path / "o.zarr")
     row_group_bytes = X.nbytes
-    assert int(done.stdout.split()[-1]) < row_group_bytes / 2  # 83 MB when read whole
+    assert int(printed.split()[-1]) < row_group_bytes / 2  # 83 MB when read whole
+
+
+@pytest.mark.parametrize(
+    "label_type",
+    [pa.string(), pa.large_string(), pa.dictionary(pa.int8(), pa.string())],
+    ids=["string", "large_string", "dictionary"],
+)
+def test_string_labels_over_batches_and_row_groups_keep_their_rows(tmp_path, label_type):
+    """String labels are taken by Arrow's dictionary encoding; each batch of a dictionary
+    column has a dictionary of its own, in its own order."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((2 * N_ROWS, 4)).astype(np.float32)
+    names = np.array(["koala", "emu", "quokka", "wombat", ""])
+    labels = names[rng.integers(0, len(names), 2 * N_ROWS)]
+    labels[:64] = "wombat"  # a first batch that sees one label only
+    values = pa.array(list(X), type=pa.list_(pa.float32(), 4))
+    arrow_labels = pa.array(
+        labels, type=label_type.value_type if pa.types.is_dictionary(label_type) else label_type
+    )
+    if pa.types.is_dictionary(label_type):
+        arrow_labels = arrow_labels.dictionary_encode()
+    pq.write_table(pa.table({"e": values, "y": arrow_labels}), tmp_path / "data.parquet",
+                   row_group_size=N_ROWS)  # fmt: skip
+    dataset = convert_parquet(
+        tmp_path / "data.parquet", tmp_path / "out.zarr", label_column="y", embedding_column="e",
+        chunk_rows=128,
+    )  # fmt: skip
+    assert dataset.classes.tolist() == sorted(names.tolist())
+    np.testing.assert_array_equal(dataset.classes[dataset.y.compute()], labels)
+    np.testing.assert_array_equal(dataset.X.compute(), X)
+
+
+def test_converting_string_labels_does_not_import_pandas(tmp_path):
+    """pyarrow converts strings to NumPy through pandas, a fifth of a small conversion's
+    time; the converter takes them from Arrow's dictionary encoding instead."""
+    X = np.zeros((N_ROWS, 4), np.float32)
+    write(tmp_path / "data.parquet", X, np.array(["yes", "no", "maybe"])[np.arange(N_ROWS) % 3])
+    script = (
+        "import sys, dask\n"
+        "from dsoftmax.data.convert import convert_parquet\n"
+        "columns = dict(label_column='y', embedding_column='e')\n"
+        "with dask.config.set(scheduler='threads'):\n"
+        "    d = convert_parquet(sys.argv[1], sys.argv[2], **columns)\n"
+        "print(d.classes.tolist(), 'pandas' in sys.modules)"
+    )
+    printed = run_in_fresh_process(script, tmp_path / "data.parquet", tmp_path / "o.zarr")
+    assert printed.split("]")[-1].strip() == "False"
+    assert printed.startswith("['maybe', 'no', 'yes']")

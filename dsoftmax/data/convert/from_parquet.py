@@ -304,11 +304,39 @@ def _numpy_number_type(arrow_type: pa.DataType) -> np.dtype | None:
 
 
 def _arrow_labels(column: pa.ChunkedArray) -> np.ndarray:
+    """The labels of an Arrow column as NumPy's (strings as an object array of ``str``)."""
+    codes = _arrow_label_codes(column)
+    if codes is not None:
+        ids, values = codes
+        return values[ids]
+    return _arrow_values(_undictionary(column))
+
+
+def _arrow_label_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+    """String labels without missing values as ``(ids, values)``, ``values[ids]`` the labels
+    (``values`` an object array of distinct ``str``), by Arrow's dictionary encoding: none of
+    pyarrow's conversions of strings to NumPy avoids importing pandas, and the conversion then
+    sorts a few distinct labels instead of every row's. None for any other column."""
+    import pyarrow as pa
+
+    column = _undictionary(column)
+    kind = column.type
+    if column.null_count or not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return None
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    encoded = array.dictionary_encode()
+    values = np.empty(len(encoded.dictionary), dtype=object)
+    values[:] = encoded.dictionary.to_pylist()
+    return _arrow_values(encoded.indices), values
+
+
+def _undictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A dictionary-encoded column as its values (each chunk may have its own dictionary)."""
     import pyarrow as pa
 
     if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    return _arrow_values(column)
+        return column.cast(column.type.value_type)
+    return column
 
 
 def _embedding_matrix(
@@ -385,8 +413,14 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     if n_missing:
         first_missing = int(np.argmax(_arrow_values(label_column.is_null())))
         label_column = label_column.drop_null()
-    labels_read = _arrow_labels(label_column)
-    return PieceRows(X, labels_read, n_missing, first_missing, repr(piece.path), None, overflow)
+    codes = _arrow_label_codes(label_column)
+    if codes is None:
+        labels_read, label_values = _arrow_labels(label_column), None
+    else:
+        labels_read, label_values = codes
+    return PieceRows(
+        X, labels_read, n_missing, first_missing, repr(piece.path), label_values, overflow
+    )
 
 
 def _fill_features(
