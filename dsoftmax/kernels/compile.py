@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["FASTMATH", "VECTOR_BITS", "jit", "wide_vectors"]
+__all__ = ["FASTMATH", "VECTOR_BITS", "jit", "prefetch_read", "prefetch_write", "wide_vectors"]
 
 #: The widest vectors the kernels' loops are compiled to, in bits: LLVM's default on AVX-512
 #: processors is 256 (``prefer-256-bit``), which halves the products' arithmetic per instruction.
@@ -55,3 +57,49 @@ def wide_vectors(typingctx):
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+def _prefetch_intrinsic(write: int) -> Callable:
+    """An intrinsic ``prefetch(array, i, k)``: a hint that ``array[i, k]`` is read soon (or
+    written, for ``write=1``); it never faults, whatever the address."""
+
+    @intrinsic
+    def prefetch(typingctx, array, i, k):
+        if not isinstance(array, types.Array) or array.ndim != 2:
+            return None
+
+        def codegen(context, builder, signature, args):
+            array_type = signature.args[0]
+            view = context.make_array(array_type)(context, builder, args[0])
+            pointer = cgutils.get_item_pointer(
+                context, builder, array_type, view, [args[1], args[2]], wraparound=False
+            )
+            byte_pointer = ir.IntType(8).as_pointer()
+            int32 = ir.IntType(32)
+            hint = cgutils.get_or_insert_function(
+                builder.module,
+                ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32]),
+                "llvm.prefetch.p0i8",
+            )
+            # Arguments: address, read (0) or write (1), locality 3 (keep in every cache level),
+            # data cache (1).
+            builder.call(
+                hint,
+                [
+                    builder.bitcast(pointer, byte_pointer),
+                    ir.Constant(int32, write),
+                    ir.Constant(int32, 3),
+                    ir.Constant(int32, 1),
+                ],
+            )
+            return context.get_dummy_value()
+
+        return types.void(array, types.intp, types.intp), codegen
+
+    return prefetch
+
+
+#: ``prefetch_read(array, i, k)``: ``array[i, k]`` is read soon.
+prefetch_read = _prefetch_intrinsic(0)
+#: ``prefetch_write(array, i, k)``: ``array[i, k]`` is written soon.
+prefetch_write = _prefetch_intrinsic(1)

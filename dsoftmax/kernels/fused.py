@@ -31,7 +31,7 @@ from llvmlite import ir
 from numba import carray, types
 from numba.extending import intrinsic, overload
 
-from .compile import FASTMATH, jit, wide_vectors
+from .compile import FASTMATH, jit, prefetch_read, wide_vectors
 
 __all__ = [
     "CLASS_BLOCK",
@@ -50,6 +50,9 @@ CLASS_BLOCK = 5
 #: Features per register block of the gradient: CLASS_BLOCK × FEATURE_BLOCK accumulators are
 #: 20 AVX-512 registers (or 40 AVX2 ones, of which the compiler spills a few).
 FEATURE_BLOCK = 64
+
+#: Bytes of a cache line: the stride of the hints that prefetch a tile's rows.
+CACHE_LINE_BYTES = 64
 
 #: The raw 16-bit patterns X may hold instead of floats.
 NATIVE, FLOAT16_BITS, BFLOAT16_BITS = 0, 1, 2
@@ -408,6 +411,23 @@ _widen_float16 = (
 )
 
 
+@jit
+def _prefetch_tile(X, lo, hi, rows, gather):
+    """Hint that the rows of the tile ``lo:hi`` (rows ``lo:hi`` of X, or ``X[rows[lo:hi]]``
+    when ``gather``) are read soon, one hint per cache line, so that they arrive from memory
+    while the current tile is computed. The processor's own prefetchers stop at every page
+    boundary, 4 KiB where blocks are not held in huge pages, and never guess a gather."""
+    n_features = X.shape[1]
+    if n_features == 0:
+        return
+    step = max(CACHE_LINE_BYTES // X.itemsize, 1)
+    for i in range(lo, hi):
+        r = rows[i] if gather else i
+        for j in range(0, n_features, step):
+            prefetch_read(X, r, j)
+        prefetch_read(X, r, n_features - 1)
+
+
 def _tile_rows(X, start, n_rows, rows, gather, bits, tile):
     """The tile's rows as a 2-D C-contiguous array of the compute dtype."""
 
@@ -447,6 +467,7 @@ def block_sums_kernel(
     loss = 0.0
     for start in range(0, n_total, TILE_ROWS):
         n_rows = min(TILE_ROWS, n_total - start)
+        _prefetch_tile(X, start + TILE_ROWS, min(start + 2 * TILE_ROWS, n_total), rows, gather)
         rows_of_tile = _tile_rows(X, start, n_rows, rows, gather, bits, tile)
         loss += _tile_sums(
             rows_of_tile,
@@ -486,6 +507,7 @@ def block_metrics_kernel(X, rows, gather, bits, W, b, n_classes, labels):
     correct = 0.0
     for start in range(0, n_total, TILE_ROWS):
         n_rows = min(TILE_ROWS, n_total - start)
+        _prefetch_tile(X, start + TILE_ROWS, min(start + 2 * TILE_ROWS, n_total), rows, gather)
         rows_of_tile = _tile_rows(X, start, n_rows, rows, gather, bits, tile)
         _logits_tile(rows_of_tile, W, b, logits)
         for r in range(n_rows):

@@ -34,13 +34,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from ..objective import BlockMetrics, BlockSums, Params
-from .compile import jit
+from .compile import jit, prefetch_read, prefetch_write
 from .dense import Prepared as DensePrepared
 from .dense import _checked_rows, _row_data, _Rows
 from .wide import _shifted_row_terms
@@ -342,50 +338,6 @@ def decision_function(prepared: SparsePrepared | Params, X: Any) -> np.ndarray:
 # -- the compiled loops ---------------------------------------------------------------------
 
 
-def _prefetch_intrinsic(write: int):
-    """An intrinsic ``prefetch(array, i, k)``: a hint that ``array[i, k]`` is read soon (or
-    written, for ``write=1``); it never faults, whatever the address."""
-
-    @intrinsic
-    def prefetch(typingctx, array, i, k):
-        if not isinstance(array, types.Array) or array.ndim != 2:
-            return None
-
-        def codegen(context, builder, signature, args):
-            array_type = signature.args[0]
-            view = context.make_array(array_type)(context, builder, args[0])
-            pointer = cgutils.get_item_pointer(
-                context, builder, array_type, view, [args[1], args[2]], wraparound=False
-            )
-            byte_pointer = ir.IntType(8).as_pointer()
-            int32 = ir.IntType(32)
-            hint = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32]),
-                "llvm.prefetch.p0i8",
-            )
-            # Arguments: address, read (0) or write (1), locality 3 (keep in every cache level),
-            # data cache (1).
-            builder.call(
-                hint,
-                [
-                    builder.bitcast(pointer, byte_pointer),
-                    ir.Constant(int32, write),
-                    ir.Constant(int32, 3),
-                    ir.Constant(int32, 1),
-                ],
-            )
-            return context.get_dummy_value()
-
-        return types.void(array, types.intp, types.intp), codegen
-
-    return prefetch
-
-
-_prefetch_read = _prefetch_intrinsic(0)
-_prefetch_write = _prefetch_intrinsic(1)
-
-
 @jit
 def _prefetch_row(array, j, write):
     """Prefetch row ``j`` of ``array``: its first and last elements (and its middle one, for a
@@ -394,12 +346,12 @@ def _prefetch_row(array, j, write):
     the row's lines: a loop costs more than it saves at a few classes."""
     last = array.shape[1] - 1
     if write:
-        _prefetch_write(array, j, 0)
-        _prefetch_write(array, j, last // 2)
-        _prefetch_write(array, j, last)
+        prefetch_write(array, j, 0)
+        prefetch_write(array, j, last // 2)
+        prefetch_write(array, j, last)
     else:
-        _prefetch_read(array, j, 0)
-        _prefetch_read(array, j, last)
+        prefetch_read(array, j, 0)
+        prefetch_read(array, j, last)
 
 
 @jit
