@@ -45,9 +45,11 @@ from .connection import (
     check_scheme_matches_security,
     connection_failure_message,
     normalize_address,
+    tls_problem,
+    waiting_message,
     warn_if_unencrypted_remote,
 )
-from .defaults import PROCESS_ENVIRONMENT
+from .defaults import DEFAULT_SCHEDULER_TIMEOUT, PROCESS_ENVIRONMENT
 from .validation import AT_LEAST_ONE, POSITIVE, is_integer, is_real
 
 __all__ = [
@@ -72,6 +74,10 @@ MAX_DEFAULT_LOCAL_WORKERS = 4
 #: client process, which holds the model and receives the reduced sums.
 LOCAL_MEMORY_FRACTION = 0.8
 
+#: Seconds of the first attempt to reach a scheduler at an address: after it, a warning says
+#: what answered (nothing, a refusal, an unknown host) while the connection keeps trying.
+FIRST_ATTEMPT_SECONDS = 2.0
+
 _CLOSED_STATES = frozenset({"closing", "closed"})
 
 _lock = threading.RLock()
@@ -88,7 +94,7 @@ def get_client(
     client: distributed.Client | str | None = None,
     *,
     security: Security | None = None,
-    timeout: float = 30.0,
+    timeout: float = DEFAULT_SCHEDULER_TIMEOUT,
 ) -> distributed.Client:
     """Return a Dask client: the one given, one connected to an address, or a local one.
 
@@ -104,7 +110,9 @@ def get_client(
         TLS credentials for an address, e.g. from :func:`make_security`. None uses Dask's
         configuration (``DASK_DISTRIBUTED__COMM__TLS__*``).
     timeout : float, default 30.0
-        Seconds to wait for the scheduler at an address to answer.
+        Seconds to wait for the scheduler at an address to answer. When it has not answered
+        after 2 s, a warning says what the address answers (nothing, a refusal, an unknown
+        host) while the rest of the time is waited for.
 
     Returns
     -------
@@ -515,12 +523,7 @@ def _client_for_address(
             return cached
         check_scheme_matches_security(address, effective_security)
         warn_if_unencrypted_remote(address)
-        try:
-            client = distributed.Client(address, security=security, timeout=timeout)
-        except OSError as exc:  # TimeoutError and refused connections are OSErrors
-            raise ConnectionError(
-                connection_failure_message(address, timeout, exc, effective_security)
-            ) from exc
+        client = _connect(address, security, effective_security, timeout)
         _clients_by_address[address] = client
     if logger.isEnabledFor(logging.INFO):
         logger.info("Connected to Dask: %s", describe(client))
@@ -530,6 +533,33 @@ def _client_for_address(
             "does not format",
         )
     return client
+
+
+def _connect(
+    address: str, security: Security | None, effective_security: Security, timeout: float
+) -> distributed.Client:
+    """A client of the scheduler at ``address``, tried for ``timeout`` seconds in all. When the
+    first :data:`FIRST_ATTEMPT_SECONDS` bring no answer, a warning says why (when nothing
+    accepts the connection) while the rest of the timeout is waited for: a scheduler still
+    starting answers then, and a mistyped address shows at once. A certificate refused on
+    either side fails at once."""
+    first = min(timeout, FIRST_ATTEMPT_SECONDS)
+    try:
+        return distributed.Client(address, security=security, timeout=first)
+    except OSError as exc:  # TimeoutError and refused connections are OSErrors
+        if first >= timeout or tls_problem(address, exc, effective_security):
+            raise ConnectionError(
+                connection_failure_message(address, timeout, exc, effective_security)
+            ) from exc
+        message = waiting_message(address, first, timeout - first)
+        if message is not None:
+            logger.warning(message)
+    try:
+        return distributed.Client(address, security=security, timeout=timeout - first)
+    except OSError as exc:
+        raise ConnectionError(
+            connection_failure_message(address, timeout, exc, effective_security)
+        ) from exc
 
 
 def _log_dashboard(client: distributed.Client, *, why_none: str) -> None:

@@ -17,6 +17,8 @@ __all__ = [
     "check_scheme_matches_security",
     "connection_failure_message",
     "normalize_address",
+    "tls_problem",
+    "waiting_message",
     "warn_if_unencrypted_remote",
 ]
 
@@ -26,6 +28,11 @@ LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost
 UNENCRYPTED_SCHEMES = frozenset({"tcp", "ws"})
 #: Seconds for the one diagnostic connection after a failure.
 PROBE_TIMEOUT = 2.0
+#: How a diagnosis ends when the address accepts connections but did not speak Dask's protocol.
+_NOT_DASK = (
+    "accepts connections but did not answer as a Dask scheduler, e.g. tcp:// against a TLS "
+    "scheduler or tls:// against a plain one"
+)
 
 
 def normalize_address(address: str, security: Security) -> str:
@@ -78,10 +85,10 @@ def _is_loopback(host: str) -> bool:
 def connection_failure_message(
     address: str, timeout: float, exc: BaseException, security: Security | None = None
 ) -> str:
-    tls_problem = _tls_failure(exc) or _probe_tls(address, security)
-    if tls_problem:
+    problem = tls_problem(address, exc, security)
+    if problem:
         return (
-            f"Could not connect to the Dask scheduler at {address}: {tls_problem}. Pass the "
+            f"Could not connect to the Dask scheduler at {address}: {problem}. Pass the "
             "cluster's CA with --tls-ca-file and a certificate it signed with --tls-cert/--tls-key."
         )
     return (
@@ -89,6 +96,27 @@ def connection_failure_message(
         f"({_diagnose(address, timeout) or _root_cause(exc)}). Is `dask scheduler` running "
         "there and reachable from here? For a TLS cluster use tls:// and "
         "--tls-ca-file/--tls-cert/--tls-key."
+    )
+
+
+def tls_problem(address: str, exc: BaseException, security: Security | None) -> str | None:
+    """What is wrong with the TLS handshake of a failed connection, if that is what failed:
+    a certificate refused by one side, which waiting does not mend."""
+    return _tls_failure(exc) or _probe_tls(address, security)
+
+
+def waiting_message(address: str, waited: float, remaining: float) -> str | None:
+    """The warning of a connection that keeps trying after its first attempt failed: why
+    nothing answered (refused, unknown host, no answer), so that a mistyped address or a
+    scheduler that is not running shows at once rather than at the timeout. None when the
+    address accepts connections: a busy scheduler answers late, and a scheme that does not
+    match is what the error at the timeout explains."""
+    why = _diagnose(address, PROBE_TIMEOUT)
+    if why is not None and why.endswith(_NOT_DASK):
+        return None
+    return (
+        f"The Dask scheduler at {address} did not answer within {waited:g} s "
+        f"({why or 'no answer'}); still trying for {remaining:g} s (Ctrl-C stops)."
     )
 
 
@@ -161,10 +189,7 @@ def _diagnose(address: str, timeout: float) -> str | None:
         return f"no answer from {host}:{port}: the host is down or a firewall drops the traffic"
     except OSError as exc:
         return f"{type(exc).__name__}: {exc}"
-    return (
-        f"{host}:{port} accepts connections but did not answer as a Dask scheduler, e.g. "
-        "tcp:// against a TLS scheduler or tls:// against a plain one"
-    )
+    return f"{host}:{port} {_NOT_DASK}"
 
 
 def _root_cause(exc: BaseException) -> str:

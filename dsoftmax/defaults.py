@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_CODEC",
     "DEFAULT_GRID_MEMORY",
     "DEFAULT_READ_RETRIES",
+    "DEFAULT_SCHEDULER_TIMEOUT",
     "FEATURE_DTYPES",
     "HOLD_CHOICES",
     "L2_GRID_RANGE",
@@ -25,6 +26,9 @@ __all__ = [
     "SCORINGS",
     "SOLVERS",
 ]
+
+#: Seconds to wait for a scheduler named by its address to answer.
+DEFAULT_SCHEDULER_TIMEOUT = 30.0
 
 #: Rows per Zarr chunk, the unit of work of every evaluation (and at most per block of NumPy
 #: input).

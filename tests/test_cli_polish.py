@@ -99,8 +99,7 @@ def test_adam_ignores_the_options_of_sgd(store, tmp_path, run_cli_here):
     )  # fmt: skip
     assert code == 0, stderr
     assert stderr == (
-        "dsoftmax: warning: --momentum is ignored by --solver adam (it sets the momentum of "
-        "sgd)\n"
+        "dsoftmax: warning: --momentum is ignored by --solver adam (it sets the momentum of sgd)\n"
     )
 
 
@@ -131,17 +130,46 @@ def test_tls_files_without_a_scheduler_are_named_and_refused_with_tcp(tmp_path, 
     tls = ("--tls-ca-file", tmp_path / "ca.pem", "--tls-cert", tmp_path / "c.pem",
            "--tls-key", tmp_path / "c.key")  # fmt: skip
     code, stdout, stderr = run_cli_here(
-        "make-data", tmp_path / "d.zarr", "--n-samples", "100", "--n-features", "2", *tls
-    )
+        "make-data", tmp_path / "d.zarr", "--n-samples", "100", "--n-features", "2", *tls,
+        "--scheduler-timeout", "5",
+    )  # fmt: skip
     assert code == 0, stderr
     assert stdout.startswith("wrote 100 x 2")
-    assert ignored(stderr) == ["--tls-ca-file", "--tls-cert", "--tls-key"]
+    assert ignored(stderr) == ["--tls-ca-file", "--tls-cert", "--tls-key", "--scheduler-timeout"]
     assert "--tls-key is ignored without --scheduler" in stderr
     # With a scheduler the files are used: checked, and never ignored.
     code, _, stderr = run_cli_here(
         "make-data", tmp_path / "e.zarr", "--scheduler", "tcp://127.0.0.1:9", *tls
     )
     assert_one_line_error(code, stderr, 1, r"--tls-ca-file file not found")
+
+
+def test_plot_without_data_names_the_cluster_options_it_ignores(store, tmp_path, run_cli_here):
+    pytest.importorskip("matplotlib")
+    code, _, stderr = run_cli_here("train", store, "--model", tmp_path / "model")
+    assert code == 0, stderr
+    # Port 9 (discard) has no scheduler: plotting the curves alone never connects.
+    code, stdout, stderr = run_cli_here(
+        "plot", tmp_path / "model", "--out", tmp_path / "curves.png",
+        "--scheduler", "tcp://127.0.0.1:9", "--scheduler-timeout", "1",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert stdout.startswith("wrote training curves to ")
+    assert ignored(stderr) == ["--scheduler", "--scheduler-timeout"]
+    assert "--scheduler is ignored without --data" in stderr
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_a_scheduler_timeout_that_is_not_a_positive_number_is_a_usage_error(
+    store, value, run_cli_here
+):
+    code, _, stderr = run_cli_here(
+        "evaluate", "model", "--data", store, "--scheduler", "tcp://127.0.0.1:9",
+        "--scheduler-timeout", value,
+    )  # fmt: skip
+    assert code == 2, stderr
+    assert "--scheduler-timeout" in stderr and repr(value) in stderr, stderr
 
 
 # ------------------------------------------------------------------ errors in option names

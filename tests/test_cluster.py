@@ -7,6 +7,8 @@ import operator
 import os
 import re
 import socket
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import distributed
 import psutil
 import pytest
 from dask.system import CPU_COUNT
-from daskprocs import dask_processes
+from daskprocs import dask_command, dask_processes
 from distributed.security import Security
 from distributed.system import MEMORY_LIMIT
 
@@ -318,6 +320,48 @@ def test_closed_port_raises_a_friendly_connection_error_quickly():
     assert "Is `dask scheduler` running there" in message
     assert "use tls:// and --tls-ca-file/--tls-cert/--tls-key" in message
     assert active_client() is None  # the failed client did not become the default
+
+
+def test_a_closed_port_warns_after_the_first_attempt_and_fails_at_the_timeout(caplog):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=re.escape(f"at {address} within 3 s")):
+        get_client(address, timeout=3)
+    assert 2.5 < time.monotonic() - start < 15
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"The Dask scheduler at {address} did not answer within 2 s (connection refused: "
+        f"nothing listens on port {port_of(address)} of 127.0.0.1); still trying for 1 s "
+        "(Ctrl-C stops)."
+    ]
+
+
+def test_a_scheduler_that_starts_late_is_waited_for(caplog):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    command = dask_command("scheduler", "--host", "127.0.0.1", "--port", str(port),
+                           "--no-dashboard")  # fmt: skip
+    started: list[subprocess.Popen] = []
+    timer = threading.Timer(
+        3.0, lambda: started.append(subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                                     stderr=subprocess.DEVNULL))
+    )  # fmt: skip
+    timer.start()
+    try:
+        client = get_client(address, timeout=60)
+        try:
+            assert client.scheduler.address == address
+        finally:
+            client.close()
+    finally:
+        timer.join()
+        for process in started:
+            process.kill()
+            process.wait(timeout=30)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "did not answer within 2 s (connection refused" in warnings[0]
+    assert "still trying for 58 s" in warnings[0]
 
 
 def test_plain_tcp_to_another_host_warns_that_the_link_is_unprotected(caplog):

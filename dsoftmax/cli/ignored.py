@@ -86,6 +86,12 @@ def ignored_options(args: argparse.Namespace, *, grid: bool = False) -> list[str
         reasons |= dict.fromkeys(
             _TLS_OPTIONS, "without --scheduler (it secures the connection to a tls:// scheduler)"
         )
+        reasons["scheduler_timeout"] = "without --scheduler (it bounds the wait for one)"
+    elif args.command == "plot" and not args.data:
+        reasons |= dict.fromkeys(
+            ("scheduler", "scheduler_timeout", *_TLS_OPTIONS),
+            "without --data (the curves need no cluster; the confusion matrix of --data does)",
+        )
     return [f"{_flag(dest)} is ignored {why}" for dest, why in reasons.items() if dest in given]
 
 

@@ -21,13 +21,14 @@ from ..defaults import (
     DEFAULT_CODEC,
     DEFAULT_GRID_MEMORY,
     DEFAULT_READ_RETRIES,
+    DEFAULT_SCHEDULER_TIMEOUT,
     FEATURE_DTYPES,
     HOLD_CHOICES,
     SCHEDULES,
     SCORINGS,
     SOLVERS,
 )
-from ..validation import NUMBERS, ONE_OR_MORE, ZERO_OR_MORE, Range
+from ..validation import NUMBERS, ONE_OR_MORE, POSITIVE, ZERO_OR_MORE, Range
 from .output import EXIT_USAGE, PROG, one_line
 
 __all__ = ["build_parser", "given_options"]
@@ -259,6 +260,14 @@ def _add_common_options(
         help="Dask scheduler address (tcp://host:8786 or tls://host:8786); "
         "default: this process when the data fits its memory, else a local cluster on "
         "127.0.0.1, closed when the command ends",
+    )
+    group.add_argument(
+        "--scheduler-timeout",
+        metavar="SECONDS",
+        type=_number_type(POSITIVE),
+        default=DEFAULT_SCHEDULER_TIMEOUT,
+        help="seconds to wait for the --scheduler to answer; after 2 s a warning says what the "
+        "address answers (default %(default)g)",
     )
     group.add_argument("--tls-ca-file", metavar="PEM", help="CA certificate for tls:// schedulers")
     group.add_argument("--tls-cert", metavar="PEM", help="client certificate for tls://")

@@ -55,7 +55,11 @@ class CommandCluster:
         given = [self.args.tls_ca_file, self.args.tls_cert, self.args.tls_key]
         if any(given) and not all(given):
             raise UsageError("--tls-ca-file, --tls-cert and --tls-key go together")
-        return get_client(self.args.scheduler, security=make_security(*given))
+        return get_client(
+            self.args.scheduler,
+            security=make_security(*given),
+            timeout=self.args.scheduler_timeout,
+        )
 
     def close(self) -> None:
         """Close what this command opened; a local cluster goes before the interpreter exits,
