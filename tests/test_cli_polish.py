@@ -165,7 +165,7 @@ def test_a_scheduler_timeout_that_is_not_a_positive_number_is_a_usage_error(
     store, value, run_cli_here
 ):
     code, _, stderr = run_cli_here(
-        "evaluate", "model", "--data", store, "--scheduler", "tcp://127.0.0.1:9",
+        "evaluate", "model", store, "--scheduler", "tcp://127.0.0.1:9",
         "--scheduler-timeout", value,
     )  # fmt: skip
     assert code == 2, stderr
