@@ -144,6 +144,19 @@ def test_tls_files_without_a_scheduler_are_named_and_refused_with_tcp(tmp_path, 
     assert_one_line_error(code, stderr, 1, r"--tls-ca-file file not found")
 
 
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_a_fit_stopped_at_max_iter_is_said_once_even_with_v(store, tmp_path, solver, run_cli_here):
+    code, stdout, stderr = run_cli_here(
+        "train", store, "--model", tmp_path / "model", "--solver", solver, "--max-iter", "2", "-v"
+    )
+    assert code == 0, stderr
+    assert "stopped at max_iter" in stdout
+    said = [line for line in stderr.splitlines() if "converge" in line]
+    assert len(said) == 1, stderr
+    assert said[0].startswith(f"dsoftmax: warning: {solver} did not converge in max_iter=2 ")
+    assert said[0].endswith("increase --max-iter or --tol to let it converge")
+
+
 def test_plot_without_data_names_the_cluster_options_it_ignores(store, tmp_path, run_cli_here):
     pytest.importorskip("matplotlib")
     code, _, stderr = run_cli_here("train", store, "--model", tmp_path / "model")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import tempfile
 import time
@@ -188,14 +189,21 @@ def _iterations(solver: str, n_iter: int) -> str:
     return f"{n_iter} {unit}{'' if n_iter == 1 else 's'}"
 
 
-def _not_converged(solver: str, max_iter: int) -> str:
+def _not_converged(solver: str, max_iter: int, message: str) -> str:
     """The warning of a fit that stopped at ``--max-iter``, its fix in the command's options
-    (the warning's own message names the Python parameters)."""
+    (the library's ``message`` names the Python parameters; the optimizer's reason, when it
+    gives one, is kept)."""
     units = "iterations" if solver == "lbfgs" else "epochs"
+    reason = _OPTIMIZER_REASON.search(one_line(message))
     return (
-        f"{solver} did not converge in max_iter={max_iter} {units}; the model is saved as it "
-        "stands: increase --max-iter or --tol to let it converge"
+        f"{solver} did not converge in max_iter={max_iter} {units}"
+        f"{f' ({reason[1]})' if reason else ''}; the model is saved as it stands: increase "
+        "--max-iter or --tol to let it converge"
     )
+
+
+#: The optimizer's reason in the message of a fit that did not converge.
+_OPTIMIZER_REASON = re.compile(r"failed to converge in max_iter=\d+ \w+: (.+); increase max_iter")
 
 
 def _training_client(dataset: Any, args: argparse.Namespace, cluster: CommandCluster) -> Any:
@@ -275,8 +283,8 @@ def cmd_train(args: argparse.Namespace, cluster: CommandCluster) -> int:
     warn_ignored_options(args)
     dataset, test, not_converged, elapsed = _fit_on_cluster(model, args, cluster)
     if not_converged:
-        logger.info("dsoftmax: %s", one_line(not_converged))
-        print(f"{PROG}: warning: {_not_converged(args.solver, args.max_iter)}", file=sys.stderr)
+        warning = _not_converged(args.solver, args.max_iter, not_converged)
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     # Saved only after a successful fit: a failure leaves an existing model as it was.
     model.save(args.model, storage_options=args.storage_options)
     stopped = ", stopped at max_iter" if not_converged else ""
