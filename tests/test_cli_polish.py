@@ -245,6 +245,8 @@ def test_npz_refusals_give_advice_the_command_line_can_follow(tmp_path, run_cli_
         ("pass resume=True to go on", "pass --resume to go on"),
         ("with random_state=3 and class_weight=None", "with --seed 3 and no --class-weight"),
         ("made with solver='sgd'.", "made with --solver sgd."),
+        ("Check label_column / feature_columns / embedding_column.",
+         "Check --label-column / --feature-columns / --embedding-column."),
         # Paths, quoted names, other identifiers and bare words stay as they are.
         ("at '/tmp/checkpoint_dir/x' or 'l2=1'", "at '/tmp/checkpoint_dir/x' or 'l2=1'"),
         ("my_shuffle_window, n_splits=3, resume the cv", "my_shuffle_window, n_splits=3, "

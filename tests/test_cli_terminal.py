@@ -233,6 +233,23 @@ def test_an_unknown_option_points_at_the_subcommands_help_with_the_closest_optio
     ), result.stderr
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [(["trian"], "argument COMMAND: invalid choice: 'trian' (choose from 'make-data', "
+      "'convert', 'train', 'evaluate', 'predict', 'demo', 'plot') (did you mean 'train'?) "
+      "(see 'dsoftmax --help')"),
+     (["train", "d.zarr", "--model", "m", "--solver", "lbgfs"], "argument --solver: invalid "
+      "choice: 'lbgfs' (choose from 'lbfgs', 'sgd', 'adam') (did you mean 'lbfgs'?) (see "
+      "'dsoftmax train --help')"),
+     (["train", "d.zarr", "--model", "m", "--solver", "newton"], "argument --solver: invalid "
+      "choice: 'newton' (choose from 'lbfgs', 'sgd', 'adam') (see 'dsoftmax train --help')")],
+)  # fmt: skip
+def test_an_unknown_command_or_choice_names_the_closest_one(arguments, message):
+    result = run_cli(*arguments)
+    assert result.returncode == 2
+    assert result.stderr == f"dsoftmax: error: {message}\n", result.stderr
+
+
 @pytest.mark.cluster
 def test_a_scheduler_without_dashboard_gets_no_link_and_one_disabled_line(tmp_path):
     with dask_processes(n_workers=1, extra_scheduler_args=["--no-dashboard"]) as procs:

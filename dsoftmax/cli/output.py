@@ -92,10 +92,11 @@ _OPTION_OF = {
     name: "--" + name.replace("_", "-")
     for name in (
         "batch_size", "checkpoint_dir", "checkpoint_every", "class_weight", "cv", "dtype",
-        "early_stopping", "grid_memory", "hold_data", "keep_checkpoints", "l2", "learning_rate",
-        "layout", "lr_schedule", "max_iter", "momentum", "nesterov", "overwrite", "read_retries",
-        "resume", "scoring", "shuffle_window", "solver", "storage_options", "tls_ca_file",
-        "tls_cert", "tls_key", "tol", "validation_fraction",
+        "early_stopping", "embedding_column", "feature_columns", "feature_key", "grid_memory",
+        "hold_data", "index_column", "keep_checkpoints", "l2", "label_column", "label_key",
+        "learning_rate", "layout", "lr_schedule", "max_iter", "momentum", "nesterov", "overwrite",
+        "read_retries", "resume", "scoring", "shuffle_window", "solver", "storage_options",
+        "tls_ca_file", "tls_cert", "tls_key", "tol", "validation_fraction", "value_column",
     )
 } | {"random_state": "--seed"}  # fmt: skip
 

@@ -45,7 +45,8 @@ class _Parser(argparse.ArgumentParser):
         self.subcommands: dict[str, argparse.ArgumentParser] = {}
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{PROG}: error: {one_line(message)} (see '{self.prog} --help')\n")
+        message = one_line(message) + _choice_suggestion(message)
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
         parsed, extras = self.parse_known_args(args, namespace)
@@ -69,6 +70,20 @@ def _suggestion(parser: argparse.ArgumentParser, extras: list[str]) -> str:
             if close:
                 return f" (did you mean {close[0]}?)"
     return ""
+
+
+def _choice_suggestion(message: str) -> str:
+    """``" (did you mean 'train'?)"`` for argparse's "invalid choice" message whose value is
+    close to one of the choices it lists (a command or an option's value), or ""."""
+    import difflib
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if found is None:
+        return ""
+    choices = re.findall(r"'([^']*)'", found[2])
+    close = difflib.get_close_matches(found[1], choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 #: Help texts shared by several options (argparse fills in %(default)s).
