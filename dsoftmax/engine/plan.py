@@ -311,10 +311,11 @@ def total_memory_limit(workers: Sequence[WorkerMemory]) -> int | None:
 
 def kernel_work_bytes(chunk_rows: Sequence[int], n_features: int, n_classes: int | None) -> int:
     """The block kernel's work arrays for one block: logits and probabilities of its rows and
-    the gradient sums, in float64 (the widest compute type)."""
+    the gradient sums, in float64 (the widest compute type), and the BLAS path's gradient
+    product in the compute type."""
     classes = max(2, n_classes or 2)
     widest = max(chunk_rows, default=0)
-    return 8 * (2 * classes * widest + 2 * classes * (n_features + 1))
+    return 8 * (2 * classes * widest + 2 * classes * (n_features + 1) + classes * n_features)
 
 
 def held_memory_fraction() -> float:

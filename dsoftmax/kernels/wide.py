@@ -4,8 +4,10 @@ rows, the softmax and residual compiled in between.
 For many classes BLAS's own blocking of ``X_tile Wᵀ`` and ``Tᵀ X_tile`` beats a hand-written
 loop, and the row-wise softmax reduces over contiguous rows of ``n_classes`` logits. The
 weights are prepared once (:func:`dsoftmax.kernels.prepare`), not per tile; a tile of
-half-precision storage is widened to float32 on its own. Single-row tiles go through the same
-code as the others.
+half-precision storage is widened to float32 on its own. The tile's logits, its widened rows
+and its gradient product live in this thread's work arrays
+(:func:`dsoftmax.objective.work_array`), not in fresh memory for every block. Single-row
+tiles go through the same code as the others.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..objective import work_array
 from .compile import jit
 from .fused import exp_in_place
 
@@ -34,11 +37,17 @@ def _tile_rows(prepared: Prepared) -> int:
 
 
 def _tiles(prepared: Prepared, X: np.ndarray):
-    """``(start, rows of the tile in the compute dtype)`` over X."""
+    """``(start, rows of the tile in the compute dtype)`` over X; half-precision rows are
+    widened into a work array."""
     step = _tile_rows(prepared)
     compute = prepared.coef.dtype
     for start in range(0, X.shape[0], step):
-        yield start, X[start : start + step].astype(compute, copy=False)
+        rows = X[start : start + step]
+        if rows.dtype != compute:
+            widened = work_array("wide_tile", rows.shape, compute)
+            np.copyto(widened, rows)
+            rows = widened
+        yield start, rows
 
 
 def _exp_scratch(logits: np.ndarray) -> np.ndarray:
@@ -46,7 +55,9 @@ def _exp_scratch(logits: np.ndarray) -> np.ndarray:
 
 
 def _logits(prepared: Prepared, tile: np.ndarray) -> np.ndarray:
-    logits = tile @ prepared.coef.T
+    """The tile's logits, in a work array (valid until the next tile)."""
+    shape = (tile.shape[0], prepared.coef.shape[0])
+    logits = np.matmul(tile, prepared.coef.T, out=work_array("wide_logits", shape, tile.dtype))
     logits += prepared.intercept
     return logits
 
@@ -63,7 +74,8 @@ def block_sums(
     for start, tile in _tiles(prepared, X):
         residual = _logits(prepared, tile)
         loss += _residual_rows(residual, start, *data, _exp_scratch(residual))
-        grad_coef += residual.T @ tile
+        product = work_array("wide_gradient", grad_coef.shape, tile.dtype)
+        grad_coef += np.matmul(residual.T, tile, out=product)
         grad_intercept += residual.sum(axis=0, dtype=np.float64)
     return loss
 
