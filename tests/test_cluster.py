@@ -351,6 +351,8 @@ def test_a_scheduler_that_starts_late_is_waited_for(caplog):
         client = get_client(address, timeout=60)
         try:
             assert client.scheduler.address == address
+            assert active_client() is client  # not the first attempt's client
+            assert client.run_on_scheduler(os.getpid) == started[0].pid
         finally:
             client.close()
     finally:
