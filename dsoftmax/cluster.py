@@ -28,6 +28,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -543,23 +544,26 @@ def _connect(
     accepts the connection) while the rest of the timeout is waited for: a scheduler still
     starting answers then, and a mistyped address shows at once. A certificate refused on
     either side fails at once."""
+    deadline = time.monotonic() + timeout
     first = min(timeout, FIRST_ATTEMPT_SECONDS)
     try:
         return distributed.Client(address, security=security, timeout=first)
     except OSError as exc:  # TimeoutError and refused connections are OSErrors
-        if first >= timeout or tls_problem(address, exc, effective_security):
-            raise ConnectionError(
-                connection_failure_message(address, timeout, exc, effective_security)
-            ) from exc
-        message = waiting_message(address, first, timeout - first)
+        failure: OSError = exc
+    if first < timeout and not tls_problem(address, failure, effective_security):
+        # The diagnosis's probe takes its share of the timeout too.
+        message = waiting_message(address, first, round(deadline - time.monotonic()))
         if message is not None:
             logger.warning(message)
-    try:
-        return distributed.Client(address, security=security, timeout=timeout - first)
-    except OSError as exc:
-        raise ConnectionError(
-            connection_failure_message(address, timeout, exc, effective_security)
-        ) from exc
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            try:
+                return distributed.Client(address, security=security, timeout=remaining)
+            except OSError as exc:
+                failure = exc
+    raise ConnectionError(
+        connection_failure_message(address, timeout, failure, effective_security)
+    ) from failure
 
 
 def _log_dashboard(client: distributed.Client, *, why_none: str) -> None:

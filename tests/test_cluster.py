@@ -329,11 +329,13 @@ def test_a_closed_port_warns_after_the_first_attempt_and_fails_at_the_timeout(ca
         get_client(address, timeout=3)
     assert 2.5 < time.monotonic() - start < 15
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [
-        f"The Dask scheduler at {address} did not answer within 2 s (connection refused: "
-        f"nothing listens on port {port_of(address)} of 127.0.0.1); still trying for 1 s "
-        "(Ctrl-C stops)."
-    ]
+    assert len(warnings) == 1
+    assert re.fullmatch(
+        rf"The Dask scheduler at {re.escape(address)} did not answer within 2 s \(connection "
+        rf"refused: nothing listens on port {port_of(address)} of 127\.0\.0\.1\); still trying "
+        r"for [01] s \(Ctrl-C stops\)\.",
+        warnings[0],
+    ), warnings
 
 
 def test_a_scheduler_that_starts_late_is_waited_for(caplog):
@@ -363,7 +365,7 @@ def test_a_scheduler_that_starts_late_is_waited_for(caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "did not answer within 2 s (connection refused" in warnings[0]
-    assert "still trying for 58 s" in warnings[0]
+    assert re.search(r"still trying for 5\d s", warnings[0]), warnings
 
 
 def test_plain_tcp_to_another_host_warns_that_the_link_is_unprotected(caplog):
