@@ -550,7 +550,8 @@ def _connect(
         return distributed.Client(address, security=security, timeout=first)
     except OSError as exc:  # TimeoutError and refused connections are OSErrors
         failure: OSError = exc
-    if first < timeout and not tls_problem(address, failure, effective_security):
+    problem = tls_problem(address, failure, effective_security)
+    if first < timeout and not problem:
         # The diagnosis's probe takes its share of the timeout too.
         message = waiting_message(address, first, round(deadline - time.monotonic()))
         if message is not None:
@@ -561,8 +562,9 @@ def _connect(
                 return distributed.Client(address, security=security, timeout=remaining)
             except OSError as exc:
                 failure = exc
+                problem = tls_problem(address, failure, effective_security)
     raise ConnectionError(
-        connection_failure_message(address, timeout, failure, effective_security)
+        connection_failure_message(address, timeout, failure, problem)
     ) from failure
 
 

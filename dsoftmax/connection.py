@@ -83,9 +83,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def connection_failure_message(
-    address: str, timeout: float, exc: BaseException, security: Security | None = None
+    address: str, timeout: float, exc: BaseException, problem: str | None = None
 ) -> str:
-    problem = tls_problem(address, exc, security)
+    """The error of a connection that failed with ``exc``: the TLS ``problem``
+    (:func:`tls_problem`) when there is one, else what one plain probe of the address finds."""
     if problem:
         return (
             f"Could not connect to the Dask scheduler at {address}: {problem}. Pass the "

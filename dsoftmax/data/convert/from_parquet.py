@@ -305,24 +305,22 @@ def _numpy_number_type(arrow_type: pa.DataType) -> np.dtype | None:
 
 def _arrow_labels(column: pa.ChunkedArray) -> np.ndarray:
     """The labels of an Arrow column as NumPy's (strings as an object array of ``str``)."""
-    codes = _arrow_label_codes(column)
-    if codes is not None:
-        ids, values = codes
-        return values[ids]
-    return _arrow_values(_undictionary(column))
+    labels, values = _arrow_label_codes(column)
+    return labels if values is None else values[labels]
 
 
-def _arrow_label_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
-    """String labels without missing values as ``(ids, values)``, ``values[ids]`` the labels
-    (``values`` an object array of distinct ``str``), by Arrow's dictionary encoding: none of
-    pyarrow's conversions of strings to NumPy avoids importing pandas, and the conversion then
-    sorts a few distinct labels instead of every row's. None for any other column."""
+def _arrow_label_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The labels of an Arrow column: ``(labels, None)``, or for strings without missing
+    values ``(ids, values)``, ``values[ids]`` the labels (``values`` an object array of
+    distinct ``str``), by Arrow's dictionary encoding: none of pyarrow's conversions of strings
+    to NumPy avoids importing pandas, and the conversion then sorts a few distinct labels
+    instead of every row's."""
     import pyarrow as pa
 
     column = _undictionary(column)
     kind = column.type
     if column.null_count or not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        return None
+        return _arrow_values(column), None
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     encoded = array.dictionary_encode()
     values = np.empty(len(encoded.dictionary), dtype=object)
@@ -413,11 +411,7 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     if n_missing:
         first_missing = int(np.argmax(_arrow_values(label_column.is_null())))
         label_column = label_column.drop_null()
-    codes = _arrow_label_codes(label_column)
-    if codes is None:
-        labels_read, label_values = _arrow_labels(label_column), None
-    else:
-        labels_read, label_values = codes
+    labels_read, label_values = _arrow_label_codes(label_column)
     return PieceRows(
         X, labels_read, n_missing, first_missing, repr(piece.path), label_values, overflow
     )
