@@ -23,6 +23,7 @@ _PUBLIC = {
     "load_digits": "data",
     "make_classification": "data",
     "open_dataset": "data",
+    "open_parquet": "data",
     "write_array": "data",
     "write_dataset": "data",
     "SoftmaxRegression": "estimator",

@@ -27,6 +27,10 @@ _SGD_OPTIONS = {
 _GRID_OPTIONS = ("no_refit", "scoring", "grid_memory")
 _NO_GRID = "without a grid (--cv, several --l2 or --learning-rate values, or --l2-grid)"
 _TLS_OPTIONS = ("tls_ca_file", "tls_cert", "tls_key")
+#: Options that name the columns of Parquet data.
+_PARQUET_OPTIONS = ("label_column", "feature_columns", "embedding_column")
+#: The dataset arguments of each command that takes ``_PARQUET_OPTIONS``.
+_DATA_ARGUMENTS = {"train": ("data", "test"), "evaluate": ("data",), "plot": ("data",)}
 
 
 def _flag(dest: str) -> str:
@@ -92,7 +96,20 @@ def ignored_options(args: argparse.Namespace, *, grid: bool = False) -> list[str
             ("scheduler", "scheduler_timeout", *_TLS_OPTIONS),
             "without --data (the curves need no cluster; the confusion matrix of --data does)",
         )
+    parquet_given = args.command in _DATA_ARGUMENTS and given.intersection(_PARQUET_OPTIONS)
+    if parquet_given and not _reads_parquet(args):
+        reasons |= dict.fromkeys(
+            _PARQUET_OPTIONS, "without Parquet data (it names a column of Parquet files)"
+        )
     return [f"{_flag(dest)} is ignored {why}" for dest, why in reasons.items() if dest in given]
+
+
+def _reads_parquet(args: argparse.Namespace) -> bool:
+    """Whether a dataset argument of the command names Parquet files."""
+    from ..data.convert import names_parquet
+
+    paths = (getattr(args, name, None) for name in _DATA_ARGUMENTS[args.command])
+    return any(path is not None and names_parquet(path) for path in paths)
 
 
 def warn_ignored_options(args: argparse.Namespace, *, grid: bool = False) -> None:

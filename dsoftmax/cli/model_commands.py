@@ -26,11 +26,35 @@ logger = logging.getLogger("dsoftmax")
 
 
 def _open(url: str, args: argparse.Namespace) -> Any:
-    """The dataset at ``url``, with the command's storage options and read retries (the data
-    layer's refusals are worded for the command line where the command prints them)."""
+    """The dataset at ``url`` (a Zarr store, or Parquet files read as they are), with the
+    command's storage options and read retries (the data layer's refusals are worded for the
+    command line where the command prints them)."""
+    from ..data.convert import names_parquet
+
+    if names_parquet(url):
+        return _open_parquet(url, args)
     from ..data import open_dataset
 
     return open_dataset(url, storage_options=args.storage_options, read_retries=args.read_retries)
+
+
+def _open_parquet(url: str, args: argparse.Namespace) -> Any:
+    """Parquet files as a dataset, with the columns the command line names."""
+    if args.label_column is None:
+        raise UsageError(
+            f"{url!r} names Parquet files: give their label column with --label-column NAME, "
+            "and their features with --embedding-column NAME or --feature-columns A,B,C "
+            "(default: every numeric column but the label)."
+        )
+    from ..data import open_parquet
+
+    return open_parquet(
+        url,
+        label_column=args.label_column,
+        feature_columns=args.feature_columns,
+        embedding_column=args.embedding_column,
+        storage_options=args.storage_options,
+    )
 
 
 def _load_model(url: str, args: argparse.Namespace) -> Any:

@@ -289,6 +289,29 @@ def _add_common_options(
     group.add_argument("--tls-key", metavar="PEM", help="client private key for tls://")
 
 
+def _add_parquet_data_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """The columns of Parquet files read as a dataset, without a conversion."""
+    group = parser.add_argument_group(
+        "Parquet data",
+        f"{what} may name Parquet files (a .parquet file, a glob pattern, or a directory of "
+        "them) instead of a Zarr dataset: they are read as they are, a block per row group",
+    )
+    group.add_argument(
+        "--label-column", metavar="NAME", help="column of the labels (required for Parquet)"
+    )
+    group.add_argument(
+        "--feature-columns",
+        metavar="A,B,C",
+        type=_column_names,
+        help="feature columns, in order (default: every numeric column but the label)",
+    )
+    group.add_argument(
+        "--embedding-column",
+        metavar="NAME",
+        help="a list column whose rows are the feature vectors",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = _Parser(
@@ -429,8 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace an existing store")
     _add_common_options(convert, computes=False)
 
-    train = commands.add_parser("train", help="fit a model on a Zarr dataset")
-    train.add_argument("data", help="Zarr dataset path or URL")
+    train = commands.add_parser("train", help="fit a model on a Zarr dataset (or Parquet files)")
+    train.add_argument("data", help="Zarr dataset path or URL, or Parquet files")
     train.add_argument(
         "--model", required=True, help="where to save the fitted model (replaces a model there)"
     )
@@ -448,8 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--test",
         metavar="DATA",
-        help="after saving the model, print its report on this held-out dataset (path or URL), "
-        "as 'dsoftmax evaluate' does, on the cluster of the fit",
+        help="after saving the model, print its report on this held-out dataset (path or URL, or "
+        "Parquet files: no need to convert data read once), as 'dsoftmax evaluate' does, on "
+        "the cluster of the fit",
     )
     _add_hyper_parameter(train, "batch_size", 8192, "rows per minibatch (sgd, adam)")
     _add_grid_parameter(
@@ -538,12 +562,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from the checkpoint of step STEP in --checkpoint-dir",
     )
     _add_search_options(train)
+    _add_parquet_data_options(train, "DATA and --test")
     _add_common_options(train, computes=True, reads=True)
 
     evaluate = commands.add_parser("evaluate", help="loss, accuracy and per-class report")
     evaluate.add_argument("model", help="model path or URL")
-    evaluate.add_argument("data", help="Zarr dataset path or URL")
+    evaluate.add_argument("data", help="Zarr dataset path or URL, or Parquet files")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_parquet_data_options(evaluate, "DATA")
     _add_common_options(evaluate, computes=True, reads=True)
 
     predict = commands.add_parser("predict", help="write predicted labels to a Zarr array")
@@ -582,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument(
         "--data", metavar="DATASET", help="evaluate the model on this dataset for the matrix"
     )
+    _add_parquet_data_options(plot, "--data")
     _add_common_options(plot, computes=True, reads=True)
     return parser
 

@@ -7,6 +7,7 @@ module             job
 ``format``         the dataset format: :class:`Dataset`, group attributes, fingerprint,
                    :func:`check_row_chunks`
 ``open``           :func:`open_dataset` and its structure checks
+``parquet``        :func:`open_parquet`: a dataset over Parquet files, a block per row group
 ``store``          where a store is, what it holds, chunk reads with retries, lazy dask arrays
 ``decode``         decoding one chunk within the size its array declares
 ``write``          :func:`write_dataset`, :func:`write_array`, :func:`remove_array`, codecs
@@ -47,6 +48,7 @@ _PUBLIC = {
     "check_sample_weight": "labels",
     "encode_labels": "labels",
     "open_dataset": "open",
+    "open_parquet": "parquet",
     "ChunkReadError": "store",
     "load_digits": "synth",
     "make_bag_of_words": "synth_sparse",

@@ -44,7 +44,7 @@ DuckDB, Polars, pyarrow), and it converts list columns to one Python object per 
 
 from __future__ import annotations
 
-from .formats import FORMATS, detect_format
+from .formats import FORMATS, detect_format, names_parquet
 from .from_csv import convert_csv
 from .from_numpy import convert_numpy
 from .from_parquet import convert_parquet
@@ -61,4 +61,5 @@ __all__ = [
     "convert_parquet_sparse",
     "convert_svmlight",
     "detect_format",
+    "names_parquet",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ...defaults import CONVERT_FORMATS
 
-__all__ = ["FORMATS", "detect_format"]
+__all__ = ["FORMATS", "detect_format", "names_parquet"]
 
 _ENDINGS = {
     "npz": (".npz",),
@@ -33,6 +33,29 @@ def _format_of(path: str) -> str | None:
         key=lambda pair: -len(pair[0]),
     )
     return next((kind for ending, kind in endings if name.endswith(ending)), None)
+
+
+def names_parquet(path: str | os.PathLike) -> bool:
+    """Whether a dataset argument names Parquet files rather than a Zarr store: a name or glob
+    pattern ending in ``.parquet`` or ``.pq``, or a local directory that holds such files and
+    is not a Zarr group.
+
+    Examples
+    --------
+    >>> names_parquet("emb/test/*.parquet"), names_parquet("s3://bucket/test.zarr")
+    (True, False)
+    """
+    path = os.fspath(path)
+    if _format_of(path) == "parquet":
+        return True
+    if not os.path.isdir(path) or any(
+        os.path.exists(os.path.join(path, marker)) for marker in ("zarr.json", ".zgroup")
+    ):
+        return False
+    endings = FORMATS["parquet"]
+    return any(
+        name.lower().endswith(endings) for _, _, names in os.walk(path) for name in names
+    )
 
 
 def detect_format(sources: Sequence[str | os.PathLike]) -> str:

@@ -30,7 +30,16 @@ from .pipeline import ConversionPlan, Piece, PieceRows, run_conversion
 if TYPE_CHECKING:  # an optional dependency, imported when the converter runs
     import pyarrow as pa
 
-__all__ = ["convert_parquet", "parquet_rows", "read_parquet_row_group", "row_group_chunk_rows"]
+__all__ = [
+    "ParquetLayout",
+    "ParquetScan",
+    "convert_parquet",
+    "label_codes",
+    "parquet_rows",
+    "read_parquet_row_group",
+    "row_group_chunk_rows",
+    "scan_parquet",
+]
 
 _PARQUET_INSTALL = "pip install 'dsoftmax[parquet]'"
 #: Rows per record batch of a row group's read (8 MiB of 256 float32 features).
@@ -80,6 +89,40 @@ class ParquetLayout:
     def columns(self) -> list[str]:
         features = [self.embedding_column] if self.embedding_column else self.feature_columns
         return [*features, self.label_column]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The feature columns, or ``embedding[i]``."""
+        if self.embedding_column:
+            return [f"{self.embedding_column}[{i}]" for i in range(self.n_features)]
+        return list(self.feature_columns)
+
+
+@dataclass(frozen=True)
+class ParquetScan:
+    """A Parquet source as its footers describe it, checked before any row is read.
+
+    Attributes
+    ----------
+    fs : fsspec.AbstractFileSystem
+        The filesystem of the files.
+    files : list of str
+        The files, in sorted path order (the order of the rows).
+    layout : ParquetLayout
+    pieces : list of Piece
+        The row groups that hold rows, in row order.
+    sources : list of str
+        The files, patterns or directories given.
+    source_text : str
+        How messages name the source.
+    """
+
+    fs: Any
+    files: list[str]
+    layout: ParquetLayout
+    pieces: list[Piece]
+    sources: list[str]
+    source_text: str
 
 
 def _expand_paths(fs: Any, path: str) -> list[str]:
@@ -256,6 +299,52 @@ def _check_same_schema(path: str, schema: pa.Schema, first: pa.Schema, columns: 
             )
 
 
+def scan_parquet(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+    label_column: str,
+    feature_columns: Sequence[str] | None,
+    embedding_column: str | None,
+    dtype: str | None,
+    source_storage_options: dict | None,
+) -> ParquetScan:
+    """Check the arguments and the files' footers (columns, types, the same schema in every
+    file) and list the row groups, reading no rows; the arguments as in
+    :func:`convert_parquet`."""
+    _import_pyarrow()
+    paths = source_list(source, "Parquet")
+    label_column = check_label_column(label_column)
+    columns = check_feature_columns(feature_columns, label_column)
+    if embedding_column is not None:
+        if columns is not None:
+            raise ValueError(
+                "pass feature_columns or embedding_column, not both: the features come from "
+                "numeric columns or from one list column."
+            )
+        if not isinstance(embedding_column, str) or embedding_column == label_column:
+            raise ValueError(
+                f"embedding_column must name a list column other than the label, got "
+                f"{embedding_column!r}."
+            )
+    fs, files = _parquet_files(paths, source_storage_options)
+    footers = [_parquet_footer(fs, path) for path in files]
+    first_schema = footers[0][0]
+    layout = _parquet_layout(
+        fs, files[0], first_schema, label_column, columns, embedding_column, dtype
+    )
+    for path, (schema, _) in zip(files, footers, strict=True):
+        _check_same_schema(path, schema, first_schema, layout.columns)
+    pieces = [
+        Piece(path, n_rows, n_bytes, index)
+        for path, (_, sizes) in zip(files, footers, strict=True)
+        for index, (n_rows, n_bytes) in enumerate(sizes)
+        if n_rows
+    ]
+    source_text = describe_sources(paths)
+    if not pieces:
+        raise ValueError(f"{source_text} has no rows.")
+    return ParquetScan(fs, files, layout, pieces, paths, source_text)
+
+
 def read_parquet_row_group(fs: Any, path: str, row_group: int, columns: list[str]) -> pa.Table:
     """Worker task: one row group of a Parquet file, only ``columns``."""
     # One thread: the tasks already run in parallel.
@@ -305,11 +394,11 @@ def _numpy_number_type(arrow_type: pa.DataType) -> np.dtype | None:
 
 def _arrow_labels(column: pa.ChunkedArray) -> np.ndarray:
     """The labels of an Arrow column as NumPy's (strings as an object array of ``str``)."""
-    labels, values = _arrow_label_codes(column)
+    labels, values = label_codes(column)
     return labels if values is None else values[labels]
 
 
-def _arrow_label_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
+def label_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
     """The labels of an Arrow column: ``(labels, None)``, or for strings without missing
     values ``(ids, values)``, ``values[ids]`` the labels (``values`` an object array of
     distinct ``str``), by Arrow's dictionary encoding: none of pyarrow's conversions of strings
@@ -411,7 +500,7 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     if n_missing:
         first_missing = int(np.argmax(_arrow_values(label_column.is_null())))
         label_column = label_column.drop_null()
-    labels_read, label_values = _arrow_label_codes(label_column)
+    labels_read, label_values = label_codes(label_column)
     return PieceRows(
         X, labels_read, n_missing, first_missing, repr(piece.path), label_values, overflow
     )
@@ -543,51 +632,19 @@ def convert_parquet(
     >>> convert_parquet("embeddings/", "train.zarr", label_column="label",
     ...                 embedding_column="embedding")  # doctest: +SKIP
     """
-    _import_pyarrow()
-    paths = source_list(source, "Parquet")
-    label_column = check_label_column(label_column)
-    columns = check_feature_columns(feature_columns, label_column)
-    if embedding_column is not None:
-        if columns is not None:
-            raise ValueError(
-                "pass feature_columns or embedding_column, not both: the features come from "
-                "numeric columns or from one list column."
-            )
-        if not isinstance(embedding_column, str) or embedding_column == label_column:
-            raise ValueError(
-                f"embedding_column must name a list column other than the label, got "
-                f"{embedding_column!r}."
-            )
-    fs, files = _parquet_files(paths, source_storage_options)
-    footers = [_parquet_footer(fs, path) for path in files]
-    first_schema = footers[0][0]
-    layout = _parquet_layout(
-        fs, files[0], first_schema, label_column, columns, embedding_column, dtype
+    scan = scan_parquet(
+        source, label_column, feature_columns, embedding_column, dtype, source_storage_options
     )
-    for path, (schema, _) in zip(files, footers, strict=True):
-        _check_same_schema(path, schema, first_schema, layout.columns)
-    pieces = [
-        Piece(path, n_rows, n_bytes, index)
-        for path, (_, sizes) in zip(files, footers, strict=True)
-        for index, (n_rows, n_bytes) in enumerate(sizes)
-        if n_rows
-    ]
-    source_text = describe_sources(paths)
-    if not pieces:
-        raise ValueError(f"{source_text} has no rows; there is nothing to convert.")
-    feature_names = (
-        [f"{embedding_column}[{i}]" for i in range(layout.n_features)]
-        if embedding_column
-        else list(layout.feature_columns)
-    )
+    layout, pieces = scan.layout, scan.pieces
+    feature_names = layout.feature_names
     if chunk_rows is None:
         chunk_rows = row_group_chunk_rows([piece.n_rows for piece in pieces])
     plan = ConversionPlan(
-        label_column, layout.n_features, layout.dtype, feature_names, source_text, chunk_rows,
-        codec,
+        layout.label_column, layout.n_features, layout.dtype, feature_names, scan.source_text,
+        chunk_rows, codec,
     )  # fmt: skip
     return run_conversion(
-        functools.partial(parquet_rows, fs, layout),
+        functools.partial(parquet_rows, scan.fs, layout),
         pieces,
         plan,
         os.fspath(url),

@@ -1,0 +1,219 @@
+"""Datasets read straight from Parquet files: one block per row group, no store written.
+
+A held-out set is read once or twice, where converting it (:func:`~dsoftmax.data.convert_parquet`)
+costs a read and a write; training data, read on every pass unless held, is better converted.
+:func:`open_parquet` checks what the footers say (columns, types, the same schema in every
+file), reads the label column of every row group to learn the classes, and returns a
+:class:`~dsoftmax.data.Dataset` whose blocks are the row groups, read when a computation needs
+them, by the same reader the conversion uses. A fit or an evaluation checks the values as they
+are read (non-finite features, with their rows), as it does for a store.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ..defaults import DEFAULT_READ_RETRIES
+from .convert.common import LabelSummary, check_label_values, classes_from
+from .convert.from_parquet import (
+    ParquetLayout,
+    ParquetScan,
+    label_codes,
+    parquet_rows,
+    read_parquet_row_group,
+    scan_parquet,
+)
+from .convert.pipeline import Piece
+from .format import Dataset
+from .values import overflow_problem
+
+__all__ = ["open_parquet", "parquet_block"]
+
+#: Threads that read the label columns at open time (reads of a column release the GIL).
+LABEL_READ_THREADS = 8
+
+
+def open_parquet(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    label_column: str,
+    feature_columns: Sequence[str] | None = None,
+    embedding_column: str | None = None,
+    dtype: str | None = None,
+    storage_options: dict | None = None,
+) -> Dataset:
+    """A dataset over Parquet files as they are: a block per row group, read when needed.
+
+    Parameters
+    ----------
+    source : str, path or list of them
+        As in :func:`~dsoftmax.data.convert_parquet`: a file, a directory of them, a glob
+        pattern, an fsspec URL, or a list of these; rows in sorted path order.
+    label_column : str
+        Column of the labels (integers, floats, booleans or strings); a missing label is
+        refused here.
+    feature_columns, embedding_column, dtype
+        As in :func:`~dsoftmax.data.convert_parquet`.
+    storage_options : dict, optional
+        fsspec options (credentials, endpoint) to read ``source``.
+
+    Returns
+    -------
+    Dataset
+        ``X`` with one chunk per row group, ``y`` as int32 class ids into ``classes`` (the
+        sorted distinct labels, as a conversion gives them). ``url`` names the source;
+        ``fingerprint`` is a digest of the columns read, the classes and each file's path,
+        size and modification time (ETag on object stores), so that a checkpoint refuses to
+        resume on files that changed.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`~dsoftmax.data.convert_parquet` for the columns, types and labels; values
+        (non-finite features, embeddings of another length) are refused by the computation
+        that reads them, with their file, row group and row.
+    FileNotFoundError
+        When a path does not exist or a pattern matches nothing.
+
+    Examples
+    --------
+    >>> test = open_parquet("embeddings/test/", label_column="label",
+    ...                     embedding_column="embedding")  # doctest: +SKIP
+    >>> model.score(test)  # doctest: +SKIP
+    """
+    scan = scan_parquet(
+        source, label_column, feature_columns, embedding_column, dtype, storage_options
+    )
+    summaries = _label_summaries(scan)
+    classes = classes_from(summaries, scan.layout.label_column, scan.source_text)
+    fingerprint = _fingerprint(scan, classes)
+    X, y = _lazy_blocks(scan, classes, fingerprint)
+    return Dataset(
+        url=scan.sources[0] if len(scan.sources) == 1 else scan.source_text,
+        storage_options=storage_options,
+        X=X,
+        y=y,
+        Y=None,
+        sample_weight=None,
+        classes=classes,
+        fingerprint=fingerprint,
+        read_retries=DEFAULT_READ_RETRIES,
+    )
+
+
+def _label_summaries(scan: ParquetScan) -> list[LabelSummary]:
+    """What the label column of each row group holds, read on threads of this process."""
+    with concurrent.futures.ThreadPoolExecutor(LABEL_READ_THREADS) as pool:
+        return list(pool.map(lambda piece: _piece_labels(scan, piece), scan.pieces))
+
+
+def _piece_labels(scan: ParquetScan, piece: Piece) -> LabelSummary:
+    label_column = scan.layout.label_column
+    table = read_parquet_row_group(scan.fs, piece.path, piece.spec, [label_column])
+    column = table.column(label_column)
+    n_missing = column.null_count
+    first_missing = None
+    if n_missing:
+        first_missing = int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
+        column = column.drop_null()
+    labels, values = label_codes(column)
+    unique = np.unique(labels) if values is None else values[np.unique(labels)]
+    where = f"{piece.path!r} (row group {piece.spec})"
+    return LabelSummary(
+        table.num_rows, check_label_values(unique, label_column, where), first_missing, n_missing
+    )
+
+
+def _fingerprint(scan: ParquetScan, classes: np.ndarray) -> str:
+    """A digest of what the dataset reads: the columns, the classes, and each file's path, size
+    and modification time (or ETag)."""
+    files = []
+    for path in scan.files:
+        info = scan.fs.info(path)
+        stamp = {
+            key: str(info[key])
+            for key in ("size", "mtime", "LastModified", "ETag", "etag")
+            if key in info
+        }
+        files.append([path, stamp])
+    layout = scan.layout
+    description = {
+        "parquet": files,
+        "columns": layout.columns,
+        "embedding_column": layout.embedding_column,
+        "dtype": layout.dtype.name,
+        "classes": classes.tolist(),
+        "row_groups": [[piece.path, piece.spec, piece.n_rows] for piece in scan.pieces],
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
+
+
+def _lazy_blocks(
+    scan: ParquetScan, classes: np.ndarray, fingerprint: str
+) -> tuple[da.Array, da.Array]:
+    """``X`` and ``y`` with a chunk per row group, each pair read by one task."""
+    layout = scan.layout
+    shared_fs = dask.delayed(scan.fs, traverse=False)
+    shared_classes = dask.delayed(classes, traverse=False)
+    token = fingerprint[:32]
+    starts = np.cumsum([0] + [piece.n_rows for piece in scan.pieces])
+    X_parts, y_parts = [], []
+    for index, piece in enumerate(scan.pieces):
+        block = dask.delayed(parquet_block, pure=True, nout=2)(
+            shared_fs, layout, piece, int(starts[index]), shared_classes,
+            dask_key_name=f"dsoftmax-parquet-{token}-{index}",
+        )  # fmt: skip
+        shape = (piece.n_rows, layout.n_features)
+        X_parts.append(da.from_delayed(block[0], shape=shape, dtype=layout.dtype))
+        y_parts.append(da.from_delayed(block[1], shape=shape[:1], dtype=np.int32))
+    return da.concatenate(X_parts), da.concatenate(y_parts)
+
+
+def parquet_block(
+    fs: Any, layout: ParquetLayout, piece: Piece, row_start: int, classes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Worker task: one row group's features and class ids (int32 into ``classes``).
+
+    Raises
+    ------
+    ValueError
+        When a feature value is beyond the dtype's range, or a label is missing or not one of
+        ``classes`` (the file changed since the dataset was opened).
+    """
+    rows = parquet_rows(fs, layout, piece)
+    where = f"{piece.path!r} (row group {piece.spec})"
+    if rows.overflow is not None:
+        moved = rows.overflow.moved(rows=row_start)
+        problem = overflow_problem(moved, layout.dtype, layout.feature_names)
+        raise ValueError(f"X in {where} {problem}")
+    changed = f"{where} changed since it was opened; open the dataset again"
+    if rows.n_missing:
+        raise ValueError(f"{changed}: its label column now has missing labels.")
+    values = rows.labels if rows.label_values is None else rows.label_values
+    ids = _class_ids(values, classes, changed)
+    if rows.label_values is not None:
+        ids = ids[rows.labels]
+    return rows.X, ids
+
+
+def _class_ids(values: np.ndarray, classes: np.ndarray, changed: str) -> np.ndarray:
+    """Each value's position in the sorted ``classes``, refusing values that are not there."""
+    if values.dtype == object:
+        values = np.asarray(values.tolist())
+    ids = np.searchsorted(classes, values).astype(np.int32)
+    inside = ids < len(classes)
+    known = inside.copy()
+    known[inside] = classes[ids[inside]] == values[inside]
+    if not known.all():
+        unknown = values[int(np.argmin(known))]
+        raise ValueError(f"{changed}: it holds the label {unknown!r}, which it did not hold.")
+    return ids

@@ -1,0 +1,189 @@
+"""Parquet files read as a dataset (:func:`dsoftmax.open_parquet`): the rows and classes a
+conversion writes, fits with the bits of the converted store's (in this process and on real
+``dask scheduler``/``dask worker`` processes), refusals with their rows, and the command line
+(``train DATA.parquet --test TEST.parquet``, ``evaluate``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import distributed
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from daskprocs import DaskProcesses, dask_processes
+from test_cli import assert_clean_success, assert_one_line_error, describe, run_cli_many
+
+from dsoftmax import SoftmaxRegression, convert_parquet, open_parquet
+from dsoftmax.data.convert import names_parquet
+from dsoftmax.evaluation import evaluate_model
+
+N_FEATURES = 6
+ANIMALS = np.array(["cat", "dog", "eel"])
+
+
+def _write_embeddings(
+    folder: Path, n_rows: int, *, n_files: int = 2, row_group_size: int = 250, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n_files`` Parquet files of an embedding column and string labels that a linear model
+    separates in part; returns the rows and labels in file order."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_rows, N_FEATURES)).astype(np.float32)
+    labels = ANIMALS[np.argmax(X[:, :3] + 0.5 * rng.standard_normal((n_rows, 3)), axis=1)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, rows in enumerate(np.array_split(np.arange(n_rows), n_files)):
+        flat = pa.array(X[rows].ravel())
+        table = pa.table({
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, N_FEATURES),
+            "label": pa.array(labels[rows]),
+        })  # fmt: skip
+        pq.write_table(table, folder / f"part-{index}.parquet", row_group_size=row_group_size)
+    return X, labels
+
+
+def _open(folder: Path):
+    return open_parquet(folder, label_column="label", embedding_column="embedding")
+
+
+@pytest.fixture(scope="module")
+def parquet_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
+    folder = tmp_path_factory.mktemp("parquet") / "train"
+    X, labels = _write_embeddings(folder, 2000)
+    return folder, X, labels
+
+
+def test_open_parquet_reads_the_rows_and_classes_a_conversion_writes(parquet_folder, tmp_path):
+    folder, X, labels = parquet_folder
+    dataset = _open(folder)
+    converted = convert_parquet(
+        folder, tmp_path / "c.zarr", label_column="label", embedding_column="embedding"
+    )
+    assert dataset.chunk_rows == (250,) * 8  # a block per row group
+    assert dataset.dtype == np.float32 and dataset.y.dtype == np.int32
+    np.testing.assert_array_equal(dataset.X.compute(), X)
+    np.testing.assert_array_equal(dataset.classes, converted.classes)
+    np.testing.assert_array_equal(dataset.y.compute(), converted.y.compute())
+    np.testing.assert_array_equal(dataset.classes[dataset.y.compute()], labels)
+    assert dataset.fingerprint == _open(folder).fingerprint
+
+
+def test_a_fit_on_parquet_has_the_bits_of_the_fit_on_its_converted_store(parquet_folder, tmp_path):
+    folder, _, _ = parquet_folder
+    converted = convert_parquet(
+        folder, tmp_path / "c.zarr", label_column="label", embedding_column="embedding",
+        chunk_rows=250,
+    )  # fmt: skip
+    on_files = SoftmaxRegression(l2=1e-3).fit(_open(folder))
+    on_store = SoftmaxRegression(l2=1e-3).fit(converted)
+    np.testing.assert_array_equal(on_files.coef_, on_store.coef_)
+    np.testing.assert_array_equal(on_files.intercept_, on_store.intercept_)
+    np.testing.assert_array_equal(on_files.classes_, ANIMALS)
+    report = evaluate_model(on_files, _open(folder))
+    assert report["n_samples"] == 2000
+    assert report["accuracy"] == pytest.approx(evaluate_model(on_store, converted)["accuracy"])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[DaskProcesses]:
+    with dask_processes(n_workers=2) as procs:
+        yield procs
+
+
+@pytest.mark.parametrize("hold", ["memory", "stream"])
+def test_workers_read_the_row_groups_and_fit_the_same_bits(parquet_folder, cluster, hold):
+    folder, _, _ = parquet_folder
+    here = SoftmaxRegression(l2=1e-3).fit(_open(folder))
+    with distributed.Client(cluster.address, set_as_default=False) as client:
+        there = SoftmaxRegression(l2=1e-3, client=client, hold_data=hold).fit(_open(folder))
+        report = evaluate_model(there, _open(folder), client=client)
+    np.testing.assert_array_equal(there.coef_, here.coef_)
+    assert report["n_samples"] == 2000
+
+
+def test_a_missing_label_is_refused_at_open_with_its_row(tmp_path):
+    table = pa.table({"a": [0.5, 1.5, 2.5, 3.5], "label": ["x", None, "y", None]})
+    pq.write_table(table, tmp_path / "part.parquet")
+    with pytest.raises(ValueError, match=r"missing in 2 row\(s\), first in row 1"):
+        open_parquet(tmp_path / "part.parquet", label_column="label")
+
+
+def test_a_nan_feature_is_refused_by_the_fit_with_its_row(tmp_path):
+    values = np.arange(40, dtype=np.float64)
+    values[27] = np.nan
+    table = pa.table({"a": values, "b": values * 2, "label": np.arange(40) % 2})
+    pq.write_table(table, tmp_path / "part.parquet", row_group_size=10)
+    dataset = open_parquet(tmp_path / "part.parquet", label_column="label")
+    assert dataset.dtype == np.float64 and list(dataset.classes) == [0, 1]
+    with pytest.raises(ValueError, match=r"non-finite value\(s\).*first in row 27"):
+        SoftmaxRegression().fit(dataset)
+
+
+def test_files_that_change_after_open_are_refused_by_the_read(tmp_path):
+    folder = tmp_path / "data"
+    _write_embeddings(folder, 400, n_files=1)
+    dataset = _open(folder)
+    table = pq.read_table(folder / "part-0.parquet")
+    relabelled = table.set_column(1, "label", pa.array(["fox"] * table.num_rows))
+    pq.write_table(relabelled, folder / "part-0.parquet", row_group_size=250)
+    assert _open(folder).fingerprint != dataset.fingerprint
+    with pytest.raises(ValueError, match=r"changed since it was opened.*'fox'"):
+        dataset.y.compute()
+
+
+def test_a_parquet_argument_is_told_from_a_zarr_store(parquet_folder, tmp_path):
+    folder, _, _ = parquet_folder
+    store = convert_parquet(
+        folder, tmp_path / "store", label_column="label", embedding_column="embedding"
+    )
+    assert names_parquet(folder) and names_parquet(str(folder / "*.parquet"))
+    assert names_parquet("s3://bucket/test/part-0.pq")
+    assert not names_parquet(store.url) and not names_parquet(tmp_path / "missing")
+    assert not names_parquet("s3://bucket/train.zarr")
+
+
+# ------------------------------------------------------------------------------ command line
+COLUMNS = ("--label-column", "label", "--embedding-column", "embedding")
+
+
+def test_train_and_evaluate_read_parquet_files_as_they_are(parquet_folder, tmp_path):
+    folder, _, _ = parquet_folder
+    test_folder = tmp_path / "test"
+    _write_embeddings(test_folder, 600, n_files=1, seed=1)
+    model = tmp_path / "model"
+    (trained,) = run_cli_many(
+        ("train", folder, "--model", model, "--test", test_folder / "*.parquet", *COLUMNS)
+    )
+    (evaluated,) = run_cli_many(("evaluate", model, test_folder, *COLUMNS))
+    assert_clean_success(trained)
+    assert_clean_success(evaluated)
+    assert re.search(r"trained lbfgs on 2000 rows", trained.stdout), describe(trained)
+    assert trained.stdout.split("on the test data:\n", 1)[1] == evaluated.stdout
+    assert re.search(r"^samples:\s+600$", evaluated.stdout, flags=re.MULTILINE)
+    assert re.search(r"^\s+eel\s", evaluated.stdout, flags=re.MULTILINE), describe(evaluated)
+
+
+def test_parquet_without_a_label_column_is_a_usage_error(parquet_folder, tmp_path):
+    folder, _, _ = parquet_folder
+    (result,) = run_cli_many(("train", folder, "--model", tmp_path / "model"))
+    assert_one_line_error(
+        result, 2, r"'\S+train' names Parquet files: give their label column with --label-column"
+    )
+    assert not os.path.exists(tmp_path / "model")
+
+
+def test_column_options_without_parquet_data_are_named_ignored(parquet_folder, tmp_path):
+    folder, _, _ = parquet_folder
+    store = tmp_path / "store.zarr"
+    convert_parquet(folder, store, label_column="label", embedding_column="embedding")
+    (result,) = run_cli_many(
+        ("train", store, "--model", tmp_path / "model", "--label-column", "label")
+    )
+    assert result.returncode == 0, describe(result)
+    assert result.stderr == (
+        "dsoftmax: warning: --label-column is ignored without Parquet data (it names a column "
+        "of Parquet files)\n"
+    ), describe(result)
