@@ -1,8 +1,9 @@
 """Evaluate a fitted model on data: loss, accuracy, per-class report, confusion matrix.
 
 Evaluations run through an engine (:mod:`dsoftmax.engine`), with the same block evaluation as
-training: on the cluster when there is one, else in this process, block by block, so datasets
-larger than memory are evaluated without collecting predictions. The values are checked first
+training: on the cluster when there is one, else in this process (held there when the data
+fits this machine's memory, else block by block, so datasets larger than memory are evaluated
+without collecting predictions). The values are checked first
 (:func:`dsoftmax.data.block_stats`, where the rows are): non-finite features, labels out of
 range and bad weights are reported by block and row instead of turning into a NaN loss.
 
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from .data import combine_stats
 from .data.labels import encode_labels
 from .engine import LocalEngine
-from .fitting import resolve_client
+from .fitting import fits_this_process, resolve_client
 from .objective import Params
 from .sampling import rows_to_blocks
 
@@ -197,13 +198,16 @@ def _plain(label: Any) -> Any:
 
 def _engine(client: Any, X: Any, labels: Any, sample_weight: Any) -> Any:
     """The engine of one evaluation: on ``client`` or the active client's cluster for Dask
-    input, else in this process (Dask input then read block by block)."""
+    input, else in this process: Dask input held there for the evaluation's two passes (the
+    value check and the report) when it fits this machine's memory, else read block by block
+    at each."""
     if not isinstance(X, da.Array):
         return LocalEngine(X, labels, sample_weight)
     if client is None:
         client = resolve_client(None, needs_cluster=False)
     if client is None:
-        return LocalEngine(X, labels, sample_weight, hold="stream")
+        fits, _ = fits_this_process(X, labels, sample_weight, "auto")
+        return LocalEngine(X, labels, sample_weight, hold="memory" if fits else "stream")
     from .engine import DaskEngine
 
     return DaskEngine(client, X, labels, sample_weight, name="dsoftmax-evaluate")

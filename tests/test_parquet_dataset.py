@@ -1,7 +1,7 @@
 """Parquet files read as a dataset (:func:`dsoftmax.open_parquet`): the rows and classes a
 conversion writes, fits with the bits of the converted store's (in this process and on real
 ``dask scheduler``/``dask worker`` processes), refusals with their rows, and the command line
-(``train DATA.parquet --test TEST.parquet``, ``evaluate``)."""
+(``train DATA.parquet --test TEST.parquet``, ``evaluate``, ``predict``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zarr
 from daskprocs import DaskProcesses, dask_processes
 from test_cli import assert_clean_success, assert_one_line_error, describe, run_cli_many
 
@@ -164,6 +165,11 @@ def test_train_and_evaluate_read_parquet_files_as_they_are(parquet_folder, tmp_p
     assert trained.stdout.split("on the test data:\n", 1)[1] == evaluated.stdout
     assert re.search(r"^samples:\s+600$", evaluated.stdout, flags=re.MULTILINE)
     assert re.search(r"^\s+eel\s", evaluated.stdout, flags=re.MULTILINE), describe(evaluated)
+    out = tmp_path / "predictions.zarr"
+    (predicted,) = run_cli_many(("predict", model, test_folder, "--out", out, *COLUMNS))
+    assert_clean_success(predicted)
+    expected = SoftmaxRegression.load(model).predict(_open(test_folder)).compute()
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["predictions"][:], expected)
 
 
 def test_parquet_without_a_label_column_is_a_usage_error(parquet_folder, tmp_path):

@@ -30,7 +30,9 @@ _TLS_OPTIONS = ("tls_ca_file", "tls_cert", "tls_key")
 #: Options that name the columns of Parquet data.
 _PARQUET_OPTIONS = ("label_column", "feature_columns", "embedding_column")
 #: The dataset arguments of each command that takes ``_PARQUET_OPTIONS``.
-_DATA_ARGUMENTS = {"train": ("data", "test"), "evaluate": ("data",), "plot": ("data",)}
+_DATA_ARGUMENTS = {
+    "train": ("data", "test"), "evaluate": ("data",), "predict": ("data",), "plot": ("data",)
+}
 
 
 def _flag(dest: str) -> str:

@@ -574,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="write predicted labels to a Zarr array")
     predict.add_argument("model", help="model path or URL")
-    predict.add_argument("data", help="Zarr dataset path or URL")
+    predict.add_argument("data", help="Zarr dataset path or URL, or Parquet files")
     predict.add_argument(
         "--out", required=True, help="output Zarr group; the labels go to its array 'predictions'"
     )
@@ -584,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write class probabilities (array 'probabilities')",
     )
     predict.add_argument("--overwrite", action="store_true", help="replace existing predictions")
+    _add_parquet_data_options(predict, "DATA")
     _add_common_options(predict, computes=True, reads=True)
 
     demo = commands.add_parser(
