@@ -135,6 +135,18 @@ def test_files_that_change_after_open_are_refused_by_the_read(tmp_path):
         dataset.y.compute()
 
 
+def test_a_damaged_row_group_is_named_by_the_read(tmp_path):
+    folder = tmp_path / "data"
+    _write_embeddings(folder, 400, n_files=1, row_group_size=200)
+    dataset = _open(folder)
+    path = folder / "part-0.parquet"
+    data = bytearray(path.read_bytes())
+    data[4:-4000] = bytes(len(data) - 4004)  # the pages zeroed, the footer kept
+    path.write_bytes(bytes(data))
+    with pytest.raises(OSError, match=r"cannot read '\S+part-0\.parquet' \(row group 0\)"):
+        dataset.X.blocks[0].compute()
+
+
 def test_a_parquet_argument_is_told_from_a_zarr_store(parquet_folder, tmp_path):
     folder, _, _ = parquet_folder
     store = convert_parquet(

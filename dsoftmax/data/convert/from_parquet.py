@@ -464,11 +464,38 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     The row group is streamed from the file (:func:`_streamed_file`) and read in record batches
     of :data:`PARQUET_BATCH_ROWS` rows, each copied into the features' array as it comes: a
     batch's buffers are small and reused, where a whole row group read at once holds its decoded
-    columns beside the features' array (twice the memory, in new pages).
+    columns beside the features' array (twice the memory, in new pages). A file that cannot be
+    read is named, with the row group, in the error (an ``OSError`` stays one).
     """
     import pyarrow as pa
 
     where = f"{piece.path!r} (row group {piece.spec})"
+    try:
+        X, labels, label_type, overflow = _read_row_group(fs, layout, piece, where)
+    except (OSError, pa.ArrowException) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        kind = OSError if isinstance(error, OSError) else ValueError
+        raise kind(
+            f"cannot read {where}: {error}; rewrite the file, or leave it out of the source."
+        ) from error
+    label_column = pa.chunked_array(labels, type=label_type)
+    n_missing = label_column.null_count
+    first_missing = None
+    if n_missing:
+        first_missing = int(np.argmax(_arrow_values(label_column.is_null())))
+        label_column = label_column.drop_null()
+    labels_read, label_values = label_codes(label_column)
+    return PieceRows(
+        X, labels_read, n_missing, first_missing, repr(piece.path), label_values, overflow
+    )
+
+
+def _read_row_group(
+    fs: Any, layout: ParquetLayout, piece: Piece, where: str
+) -> tuple[np.ndarray, list[pa.Array], pa.DataType, RangeOverflow | None]:
+    """The row group's features, its label batches and their type, and the values the features'
+    dtype cannot hold."""
     labels = []
     filled = 0
     overflow = None
@@ -492,18 +519,9 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     if filled != n_rows:
         raise ValueError(
             f"{where} holds other rows than its footer declares ({n_rows}); the file changed "
-            "while it was converted, or is damaged: rewrite it."
+            "while it was read, or is damaged: rewrite it."
         )
-    label_column = pa.chunked_array(labels, type=label_type)
-    n_missing = label_column.null_count
-    first_missing = None
-    if n_missing:
-        first_missing = int(np.argmax(_arrow_values(label_column.is_null())))
-        label_column = label_column.drop_null()
-    labels_read, label_values = label_codes(label_column)
-    return PieceRows(
-        X, labels_read, n_missing, first_missing, repr(piece.path), label_values, overflow
-    )
+    return X, labels, label_type, overflow
 
 
 def _fill_features(
