@@ -3,12 +3,15 @@
 Makes synthetic "embeddings" (vectors around one centroid per class, plus noise) labelled "bird",
 "cat", "dog" and "fish", writes them as Parquet files with the embedding as a list column, as
 embedding pipelines do, converts them into a Zarr dataset with :func:`dsoftmax.convert_parquet`,
-trains on a local cluster and predicts the labels of held-out rows: strings, as in the files.
+trains on a local cluster and predicts the labels of held-out rows, read from their Parquet files
+as they are with :func:`dsoftmax.open_parquet`: strings, as in the files.
 
     python examples/parquet_probe.py [--n-samples 20000] [--dim 64] [--noise 3.0] [--workdir DIR]
 
 The same conversion from the command line:
 ``dsoftmax convert 'DIR/train/*.parquet' --out train.zarr --label-column label
+--embedding-column embedding``, and the training with the report on the held-out files:
+``dsoftmax train train.zarr --model model --test DIR/test --label-column label
 --embedding-column embedding``.
 """
 
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dsoftmax import SoftmaxRegression, convert_parquet
+from dsoftmax import SoftmaxRegression, convert_parquet, open_parquet
 from dsoftmax.cluster import describe, get_client
 
 CLASSES = ["bird", "cat", "dog", "fish"]
@@ -68,11 +71,12 @@ def main() -> None:
 
     model = SoftmaxRegression(l2=1e-4, solver="lbfgs").fit(train)
 
-    # Held-out rows straight from Parquet into NumPy; predictions are the original strings.
-    test = pd.read_parquet(workdir / "test")
-    vectors, labels = np.stack(test["embedding"].to_numpy()), test["label"].to_numpy()
-    predicted = model.predict(vectors)
-    accuracy = float(np.mean(predicted == labels))
+    # Held-out rows read from Parquet as they are, a block per row group (read once: no need
+    # to convert them); predictions are the original strings.
+    test = open_parquet(workdir / "test", label_column="label", embedding_column="embedding")
+    vectors, labels = test.X.compute(), test.classes[test.y.compute()]
+    predicted = model.predict(test).compute()
+    accuracy = model.score(test)
     # The best any classifier can do here (classes equally likely, isotropic noise): the
     # nearest true centroid.
     distances = ((vectors[:, None, :] - centroids[None]) ** 2).sum(axis=2)
