@@ -105,6 +105,30 @@ def test_workers_read_the_row_groups_and_fit_the_same_bits(parquet_folder, clust
     assert report["n_samples"] == 2000
 
 
+def test_parquet_files_on_an_object_store_fit_as_the_local_ones(parquet_folder, s3_storage_options):
+    import fsspec
+
+    folder, _, _ = parquet_folder
+    bucket, options = s3_storage_options
+    fs = fsspec.filesystem("s3", **options)
+    for path in sorted(folder.glob("*.parquet")):
+        fs.put_file(str(path), f"{bucket}/train/{path.name}")
+    remote = open_parquet(
+        f"{bucket}/train/*.parquet", label_column="label", embedding_column="embedding",
+        storage_options=options,
+    )  # fmt: skip
+    local = _open(folder)
+    assert remote.chunk_rows == local.chunk_rows and remote.url == f"{bucket}/train/*.parquet"
+    np.testing.assert_array_equal(
+        SoftmaxRegression(l2=1e-3).fit(remote).coef_, SoftmaxRegression(l2=1e-3).fit(local).coef_
+    )
+    fs.put_file(str(folder / "part-0.parquet"), f"{bucket}/train/part-1.parquet")
+    assert open_parquet(
+        f"{bucket}/train/", label_column="label", embedding_column="embedding",
+        storage_options=options,
+    ).fingerprint != remote.fingerprint  # fmt: skip
+
+
 def test_a_missing_label_is_refused_at_open_with_its_row(tmp_path):
     table = pa.table({"a": [0.5, 1.5, 2.5, 3.5], "label": ["x", None, "y", None]})
     pq.write_table(table, tmp_path / "part.parquet")
