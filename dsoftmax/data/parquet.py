@@ -94,7 +94,9 @@ def open_parquet(
         source, label_column, feature_columns, embedding_column, dtype, storage_options
     )
     summaries = _label_summaries(scan)
-    classes = classes_from(summaries, scan.layout.label_column, scan.source_text)
+    classes = classes_from(
+        summaries, scan.layout.label_column, scan.source_text, then="open the files again"
+    )
     fingerprint = _fingerprint(scan, classes)
     X, y = _lazy_blocks(scan, classes, fingerprint)
     return Dataset(

@@ -181,8 +181,11 @@ def check_label_values(values: np.ndarray, label_column: str, where: str) -> np.
     return values
 
 
-def classes_from(summaries: Sequence[LabelSummary], label_column: str, source: str) -> np.ndarray:
-    """Every label of the source, sorted, after refusing missing labels."""
+def classes_from(
+    summaries: Sequence[LabelSummary], label_column: str, source: str, then: str = "convert again"
+) -> np.ndarray:
+    """Every label of the source, sorted, after refusing missing labels (the message ends with
+    ``then``: what to do once they are fixed)."""
     starts = np.concatenate([[0], np.cumsum([part.n_rows for part in summaries])])
     missing = [
         (int(starts[index]) + part.first_missing, part.n_missing)
@@ -193,7 +196,7 @@ def classes_from(summaries: Sequence[LabelSummary], label_column: str, source: s
         total = sum(count for _, count in missing)
         raise ValueError(
             f"label column {label_column!r} of {source} is missing in {total} row(s), first in "
-            f"row {missing[0][0]}; drop those rows or fill in their labels, then convert again."
+            f"row {missing[0][0]}; drop those rows or fill in their labels, then {then}."
         )
     if starts[-1] == 0:
         raise ValueError(f"{source} has no rows; there is nothing to convert.")
