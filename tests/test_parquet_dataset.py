@@ -229,3 +229,31 @@ def test_column_options_without_parquet_data_are_named_ignored(parquet_folder, t
         "dsoftmax: warning: --label-column is ignored without Parquet data (it names a column "
         "of Parquet files)\n"
     ), describe(result)
+
+
+@pytest.mark.parametrize(
+    ("argv", "ignored"),
+    [
+        (("evaluate", "m", "{parquet}", "--label-column", "label", "--read-retries", "5"),
+         ["--read-retries is ignored with Parquet data (it retries the chunk reads of a Zarr "
+          "dataset)"]),
+        (("evaluate", "m", "{store}", "--read-retries", "5"), []),
+        (("train", "{store}", "--model", "m", "--test", "{parquet}", "--label-column", "label",
+          "--read-retries", "5"), []),
+        (("plot", "m", "--out", "x.png", "--embedding-column", "e"),
+         ["--embedding-column is ignored without Parquet data (it names a column of Parquet "
+          "files)"]),
+    ],
+)  # fmt: skip
+def test_options_for_the_other_kind_of_data_are_named_ignored(parquet_folder, tmp_path, argv,
+                                                              ignored):  # fmt: skip
+    from dsoftmax.cli.ignored import ignored_options
+    from dsoftmax.cli.parser import build_parser, given_options
+
+    (tmp_path / "store.zarr").mkdir()
+    (tmp_path / "store.zarr" / "zarr.json").write_text("{}")
+    paths = {"parquet": parquet_folder[0], "store": tmp_path / "store.zarr"}
+    argv = [str(arg).format(**paths) for arg in argv]
+    args = build_parser().parse_args(argv)
+    args.given_options = given_options(argv)
+    assert ignored_options(args) == ignored

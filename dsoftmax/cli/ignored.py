@@ -98,20 +98,27 @@ def ignored_options(args: argparse.Namespace, *, grid: bool = False) -> list[str
             ("scheduler", "scheduler_timeout", *_TLS_OPTIONS),
             "without --data (the curves need no cluster; the confusion matrix of --data does)",
         )
-    parquet_given = args.command in _DATA_ARGUMENTS and given.intersection(_PARQUET_OPTIONS)
-    if parquet_given and not _reads_parquet(args):
-        reasons |= dict.fromkeys(
-            _PARQUET_OPTIONS, "without Parquet data (it names a column of Parquet files)"
-        )
+    if args.command in _DATA_ARGUMENTS and given.intersection((*_PARQUET_OPTIONS, "read_retries")):
+        reasons |= _data_reasons(args)
     return [f"{_flag(dest)} is ignored {why}" for dest, why in reasons.items() if dest in given]
 
 
-def _reads_parquet(args: argparse.Namespace) -> bool:
-    """Whether a dataset argument of the command names Parquet files."""
+def _data_reasons(args: argparse.Namespace) -> dict[str, str]:
+    """Why the command ignores its Parquet column options (no dataset argument names Parquet
+    files) or ``--read-retries`` (every one does, or there is none), by destination."""
     from ..data.convert import names_parquet
 
-    paths = (getattr(args, name, None) for name in _DATA_ARGUMENTS[args.command])
-    return any(path is not None and names_parquet(path) for path in paths)
+    paths = [getattr(args, name, None) for name in _DATA_ARGUMENTS[args.command]]
+    parquet = [names_parquet(path) for path in paths if path is not None]
+    reasons = {}
+    if not any(parquet):
+        reasons = dict.fromkeys(
+            _PARQUET_OPTIONS, "without Parquet data (it names a column of Parquet files)"
+        )
+    if all(parquet):
+        what = "with Parquet data" if parquet else "without --data"
+        reasons["read_retries"] = f"{what} (it retries the chunk reads of a Zarr dataset)"
+    return reasons
 
 
 def warn_ignored_options(args: argparse.Namespace, *, grid: bool = False) -> None:
