@@ -54,9 +54,11 @@ def warn(text: str) -> None:
 #: before the parameter names below).
 _COMMAND_LINE_ADVICE = (
     (
-        "create it with dsoftmax.data.write_dataset.",
+        "create it with dsoftmax.data.write_dataset (Parquet files open as they are with "
+        "dsoftmax.open_parquet).",
         "create it with `dsoftmax convert` (from .npz/.npy, Parquet, CSV or svmlight files) "
-        "or `dsoftmax make-data` (a synthetic dataset).",
+        "or `dsoftmax make-data` (a synthetic dataset); Parquet files are read as they are when "
+        "named by a .parquet name or pattern (or a local directory), with --label-column.",
     ),
     (
         "write it with dsoftmax.data.write_dataset (or convert_numpy)",

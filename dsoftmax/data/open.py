@@ -48,7 +48,8 @@ def _open_existing_group(url: str, storage_options: Mapping | None) -> zarr.Grou
     except (FileNotFoundError, GroupNotFoundError) as error:
         raise FileNotFoundError(
             f"no Zarr group at {url!r}; check the path (and storage_options for URLs), or "
-            "create it with dsoftmax.data.write_dataset."
+            "create it with dsoftmax.data.write_dataset (Parquet files open as they are with "
+            "dsoftmax.open_parquet)."
         ) from error
     except ContainsArrayError as error:
         raise ValueError(
