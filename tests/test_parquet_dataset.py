@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import scipy.sparse
 import zarr
 from daskprocs import DaskProcesses, dask_processes
 from test_cli import assert_clean_success, assert_one_line_error, describe, run_cli_many
@@ -86,6 +87,41 @@ def test_a_fit_on_parquet_has_the_bits_of_the_fit_on_its_converted_store(parquet
     report = evaluate_model(on_files, _open(folder))
     assert report["n_samples"] == 2000
     assert report["accuracy"] == pytest.approx(evaluate_model(on_store, converted)["accuracy"])
+
+
+def _write_sparse(path: Path, n_rows: int, n_features: int) -> None:
+    """Rows of a few non-zeros as list columns of indices and values, string labels."""
+    rng = np.random.default_rng(3)
+    X = scipy.sparse.random(n_rows, n_features, density=0.02, format="csr", random_state=4,
+                            dtype=np.float32)  # fmt: skip
+    rows = [slice(X.indptr[i], X.indptr[i + 1]) for i in range(n_rows)]
+    table = pa.table({
+        "idx": pa.array([X.indices[r].astype(np.int64) for r in rows], pa.list_(pa.int64())),
+        "val": pa.array([X.data[r] for r in rows], pa.list_(pa.float32())),
+        "label": ANIMALS[rng.integers(3, size=n_rows)],
+    })  # fmt: skip
+    pq.write_table(table, path, row_group_size=500)
+
+
+def test_sparse_rows_open_as_csr_blocks_with_the_bits_of_their_converted_store(tmp_path):
+    from dsoftmax.data.convert import convert_parquet_sparse
+
+    _write_sparse(tmp_path / "bow.parquet", 1500, 400)
+    columns = {"label_column": "label", "index_column": "idx", "value_column": "val"}
+    dataset = open_parquet(tmp_path / "bow.parquet", n_features=400, **columns)
+    converted = convert_parquet_sparse(
+        tmp_path / "bow.parquet", tmp_path / "bow.zarr", n_features=400, chunk_rows=500,
+        **columns,
+    )  # fmt: skip
+    assert dataset.layout == "csr" and dataset.chunk_rows == (500, 500, 500)
+    assert scipy.sparse.issparse(dataset.X.blocks[0].compute())
+    np.testing.assert_array_equal(dataset.y.compute(), converted.y.compute())
+    on_files = SoftmaxRegression(l2=1e-3).fit(dataset)
+    np.testing.assert_array_equal(on_files.coef_, SoftmaxRegression(l2=1e-3).fit(converted).coef_)
+    with pytest.raises(ValueError, match="value_column and n_features describe sparse rows"):
+        open_parquet(tmp_path / "bow.parquet", label_column="label", value_column="val")
+    with pytest.raises(ValueError, match=r"index_column .* or feature_columns"):
+        open_parquet(tmp_path / "bow.parquet", embedding_column="val", **columns)
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +244,16 @@ def test_train_and_evaluate_read_parquet_files_as_they_are(parquet_folder, tmp_p
     np.testing.assert_array_equal(zarr.open_group(out, mode="r")["predictions"][:], expected)
 
 
+def test_train_reads_sparse_parquet_rows_with_index_column(tmp_path):
+    _write_sparse(tmp_path / "bow.parquet", 1500, 400)
+    sparse = ("--label-column", "label", "--index-column", "idx", "--value-column", "val")
+    (trained,) = run_cli_many(("train", tmp_path / "bow.parquet", "--model", tmp_path / "model",
+                               "--test", tmp_path / "bow.parquet", *sparse))  # fmt: skip
+    assert_clean_success(trained)
+    assert re.search(r"trained lbfgs on 1500 rows", trained.stdout), describe(trained)
+    assert re.search(r"^samples:\s+1500$", trained.stdout, flags=re.MULTILINE), describe(trained)
+
+
 def test_parquet_without_a_label_column_is_a_usage_error(parquet_folder, tmp_path):
     folder, _, _ = parquet_folder
     (result,) = run_cli_many(("train", folder, "--model", tmp_path / "model"))
@@ -226,8 +272,8 @@ def test_column_options_without_parquet_data_are_named_ignored(parquet_folder, t
     )
     assert result.returncode == 0, describe(result)
     assert result.stderr == (
-        "dsoftmax: warning: --label-column is ignored without Parquet data (it names a column "
-        "of Parquet files)\n"
+        "dsoftmax: warning: --label-column is ignored without Parquet data (it describes the "
+        "columns of Parquet files)\n"
     ), describe(result)
 
 
@@ -241,8 +287,8 @@ def test_column_options_without_parquet_data_are_named_ignored(parquet_folder, t
         (("train", "{store}", "--model", "m", "--test", "{parquet}", "--label-column", "label",
           "--read-retries", "5"), []),
         (("plot", "m", "--out", "x.png", "--embedding-column", "e"),
-         ["--embedding-column is ignored without Parquet data (it names a column of Parquet "
-          "files)"]),
+         ["--embedding-column is ignored without Parquet data (it describes the columns of "
+          "Parquet files)"]),
     ],
 )  # fmt: skip
 def test_options_for_the_other_kind_of_data_are_named_ignored(parquet_folder, tmp_path, argv,

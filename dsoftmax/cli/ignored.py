@@ -28,7 +28,10 @@ _GRID_OPTIONS = ("no_refit", "scoring", "grid_memory")
 _NO_GRID = "without a grid (--cv, several --l2 or --learning-rate values, or --l2-grid)"
 _TLS_OPTIONS = ("tls_ca_file", "tls_cert", "tls_key")
 #: Options that name the columns of Parquet data.
-_PARQUET_OPTIONS = ("label_column", "feature_columns", "embedding_column")
+_PARQUET_OPTIONS = (
+    "label_column", "feature_columns", "embedding_column", "index_column", "value_column",
+    "n_features",
+)  # fmt: skip
 #: The dataset arguments of each command that takes ``_PARQUET_OPTIONS``.
 _DATA_ARGUMENTS = {
     "train": ("data", "test"), "evaluate": ("data",), "predict": ("data",), "plot": ("data",)
@@ -113,7 +116,7 @@ def _data_reasons(args: argparse.Namespace) -> dict[str, str]:
     reasons = {}
     if not any(parquet):
         reasons = dict.fromkeys(
-            _PARQUET_OPTIONS, "without Parquet data (it names a column of Parquet files)"
+            _PARQUET_OPTIONS, "without Parquet data (it describes the columns of Parquet files)"
         )
     if all(parquet):
         what = "with Parquet data" if parquet else "without --data"

@@ -43,8 +43,8 @@ def _open_parquet(url: str, args: argparse.Namespace) -> Any:
     if args.label_column is None:
         raise UsageError(
             f"{url!r} names Parquet files: give their label column with --label-column NAME, "
-            "and their features with --embedding-column NAME or --feature-columns A,B,C "
-            "(default: every numeric column but the label)."
+            "and their features with --embedding-column NAME, --feature-columns A,B,C "
+            "(default: every numeric column but the label) or --index-column NAME (sparse rows)."
         )
     from ..data import open_parquet
 
@@ -53,6 +53,9 @@ def _open_parquet(url: str, args: argparse.Namespace) -> Any:
         label_column=args.label_column,
         feature_columns=args.feature_columns,
         embedding_column=args.embedding_column,
+        index_column=args.index_column,
+        value_column=args.value_column,
+        n_features=args.n_features,
         storage_options=args.storage_options,
     )
 

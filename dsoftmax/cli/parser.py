@@ -310,6 +310,21 @@ def _add_parquet_data_options(parser: argparse.ArgumentParser, what: str) -> Non
         metavar="NAME",
         help="a list column whose rows are the feature vectors",
     )
+    group.add_argument(
+        "--index-column",
+        metavar="NAME",
+        help="a list column of each row's zero-based feature indices (sparse rows)",
+    )
+    group.add_argument(
+        "--value-column",
+        metavar="NAME",
+        help="a list column of the values of --index-column (default: all 1)",
+    )
+    group.add_argument(
+        "--n-features",
+        type=_positive_int,
+        help="feature count of --index-column rows (default: the highest index + 1)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

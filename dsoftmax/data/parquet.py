@@ -6,7 +6,9 @@ costs a read and a write; training data, read on every pass unless held, is bett
 file), reads the label column of every row group to learn the classes, and returns a
 :class:`~dsoftmax.data.Dataset` whose blocks are the row groups, read when a computation needs
 them, by the same reader the conversion uses. A fit or an evaluation checks the values as they
-are read (non-finite features, with their rows), as it does for a store.
+are read (non-finite features, with their rows), as it does for a store. Sparse rows (list
+columns of feature indices and values) are read into CSR blocks by the sparse converter's
+reader, never densified.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .convert.from_parquet import (
     read_parquet_row_group,
     scan_parquet,
 )
+from .convert.from_parquet_sparse import SparseScan, scan_parquet_sparse, sparse_rows
 from .convert.pipeline import Piece
 from .format import Dataset
 from .values import overflow_problem
@@ -48,6 +51,9 @@ def open_parquet(
     label_column: str,
     feature_columns: Sequence[str] | None = None,
     embedding_column: str | None = None,
+    index_column: str | None = None,
+    value_column: str | None = None,
+    n_features: int | None = None,
     dtype: str | None = None,
     storage_options: dict | None = None,
 ) -> Dataset:
@@ -62,7 +68,12 @@ def open_parquet(
         Column of the labels (integers, floats, booleans or strings); a missing label is
         refused here.
     feature_columns, embedding_column, dtype
-        As in :func:`~dsoftmax.data.convert_parquet`.
+        As in :func:`~dsoftmax.data.convert_parquet`: dense rows.
+    index_column, value_column, n_features
+        As in :func:`~dsoftmax.data.convert.convert_parquet_sparse`: sparse rows, list columns
+        of each row's feature indices (and values), read into CSR blocks (``layout == "csr"``;
+        ``n_nonzero`` is None, as the values are not read at open). Without ``n_features``,
+        the index column is read at open too.
     storage_options : dict, optional
         fsspec options (credentials, endpoint) to read ``source``.
 
@@ -90,6 +101,19 @@ def open_parquet(
     ...                     embedding_column="embedding")  # doctest: +SKIP
     >>> model.score(test)  # doctest: +SKIP
     """
+    if index_column is not None:
+        if feature_columns is not None or embedding_column is not None:
+            raise ValueError(
+                "pass index_column (sparse rows) or feature_columns / embedding_column (dense "
+                "rows), not both."
+            )
+        return _open_sparse(
+            source, label_column, index_column, value_column, n_features, dtype, storage_options
+        )
+    if value_column is not None or n_features is not None:
+        raise ValueError(
+            "value_column and n_features describe sparse rows: pass them with index_column."
+        )
     scan = scan_parquet(
         source, label_column, feature_columns, embedding_column, dtype, storage_options
     )
@@ -97,19 +121,16 @@ def open_parquet(
     classes = classes_from(
         summaries, scan.layout.label_column, scan.source_text, then="open the files again"
     )
-    fingerprint = _fingerprint(scan, classes)
+    layout = scan.layout
+    fingerprint = _fingerprint(scan.fs, scan.files, {
+        "columns": layout.columns,
+        "embedding_column": layout.embedding_column,
+        "dtype": layout.dtype.name,
+        "classes": classes.tolist(),
+        "row_groups": [[piece.path, piece.spec, piece.n_rows] for piece in scan.pieces],
+    })  # fmt: skip
     X, y = _lazy_blocks(scan, classes, fingerprint)
-    return Dataset(
-        url=scan.sources[0] if len(scan.sources) == 1 else scan.source_text,
-        storage_options=storage_options,
-        X=X,
-        y=y,
-        Y=None,
-        sample_weight=None,
-        classes=classes,
-        fingerprint=fingerprint,
-        read_retries=DEFAULT_READ_RETRIES,
-    )
+    return _dataset(scan.sources, scan.source_text, storage_options, X, y, classes, fingerprint)
 
 
 def _label_summaries(scan: ParquetScan) -> list[LabelSummary]:
@@ -135,27 +156,75 @@ def _piece_labels(scan: ParquetScan, piece: Piece) -> LabelSummary:
     )
 
 
-def _fingerprint(scan: ParquetScan, classes: np.ndarray) -> str:
-    """A digest of what the dataset reads: the columns, the classes, and each file's path, size
-    and modification time (or ETag)."""
-    files = []
-    for path in scan.files:
-        info = scan.fs.info(path)
+def _open_sparse(
+    source: Any,
+    label_column: str,
+    index_column: str,
+    value_column: str | None,
+    n_features: int | None,
+    dtype: str | None,
+    storage_options: dict | None,
+) -> Dataset:
+    """Parquet files of sparse rows as a dataset of CSR blocks, a block per row group."""
+    scan: SparseScan = scan_parquet_sparse(
+        source, label_column, index_column, value_column, n_features, dtype, storage_options,
+        then="open the files again",
+    )  # fmt: skip
+    columns = scan.columns
+    fingerprint = _fingerprint(scan.fs, scan.files, {
+        "columns": columns.columns,
+        "n_features": columns.n_features,
+        "dtype": columns.dtype.name,
+        "classes": scan.classes.tolist(),
+        "row_groups": [[group.path, group.index, group.n_rows] for group in scan.row_groups],
+    })  # fmt: skip
+    X, labels = sparse_rows(scan)
+    changed = f"{scan.source_text} changed since it was opened; open the dataset again"
+    y = labels.map_blocks(_class_ids, scan.classes, changed, dtype=np.int32)
+    return _dataset(
+        scan.sources, scan.source_text, storage_options, X, y, scan.classes, fingerprint, "csr"
+    )
+
+
+def _dataset(
+    sources: Sequence[str],
+    source_text: str,
+    storage_options: dict | None,
+    X: da.Array,
+    y: da.Array,
+    classes: np.ndarray,
+    fingerprint: str,
+    layout: str = "dense",
+) -> Dataset:
+    """The Dataset of Parquet files: named by the one source given, else by the sources'
+    description."""
+    return Dataset(
+        url=sources[0] if len(sources) == 1 else source_text,
+        storage_options=storage_options,
+        X=X,
+        y=y,
+        Y=None,
+        sample_weight=None,
+        classes=classes,
+        fingerprint=fingerprint,
+        read_retries=DEFAULT_READ_RETRIES,
+        layout=layout,
+    )
+
+
+def _fingerprint(fs: Any, files: Sequence[str], what: dict[str, Any]) -> str:
+    """A digest of what a dataset reads: ``what`` (its columns, classes, row groups), and each
+    file's path, size and modification time (or ETag)."""
+    stamps = []
+    for path in files:
+        info = fs.info(path)
         stamp = {
             key: str(info[key])
             for key in ("size", "mtime", "LastModified", "ETag", "etag")
             if key in info
         }
-        files.append([path, stamp])
-    layout = scan.layout
-    description = {
-        "parquet": files,
-        "columns": layout.columns,
-        "embedding_column": layout.embedding_column,
-        "dtype": layout.dtype.name,
-        "classes": classes.tolist(),
-        "row_groups": [[piece.path, piece.spec, piece.n_rows] for piece in scan.pieces],
-    }
+        stamps.append([path, stamp])
+    description = {"parquet": stamps, **what}
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
 

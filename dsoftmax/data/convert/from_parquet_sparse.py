@@ -48,7 +48,14 @@ from .from_parquet import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["convert_parquet_sparse", "parquet_sparse_block", "parquet_sparse_indices"]
+__all__ = [
+    "SparseScan",
+    "convert_parquet_sparse",
+    "parquet_sparse_block",
+    "parquet_sparse_indices",
+    "scan_parquet_sparse",
+    "sparse_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -230,6 +237,121 @@ def _refuse_repeated_indices(csr: Any, index_column: str, where: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class SparseScan:
+    """A Parquet source of sparse rows, checked, with its classes and feature count.
+
+    Attributes
+    ----------
+    fs : fsspec.AbstractFileSystem
+    files : list of str
+        The files, in sorted path order.
+    row_groups : list
+        The row groups that hold rows, in row order.
+    columns : SparseColumns
+    schema : pyarrow.Schema
+        The first file's.
+    classes : ndarray
+        The sorted distinct labels.
+    sources : list of str
+        The files, patterns or directories given.
+    source_text : str
+        How messages name the source.
+    """
+
+    fs: Any
+    files: list[str]
+    row_groups: list[_RowGroup]
+    columns: SparseColumns
+    schema: Any
+    classes: np.ndarray
+    sources: list[str]
+    source_text: str
+
+
+def scan_parquet_sparse(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+    label_column: str,
+    index_column: str,
+    value_column: str | None,
+    n_features: int | None,
+    dtype: str | None,
+    source_storage_options: dict | None,
+    then: str = "convert again",
+) -> SparseScan:
+    """Check the arguments and the files' footers, read the label column (and, without
+    ``n_features``, the index column) of every row group on the Dask default scheduler; the
+    arguments as in :func:`convert_parquet_sparse`, ``then`` as in
+    :func:`~dsoftmax.data.convert.common.classes_from`."""
+    import pyarrow as pa
+
+    _import_pyarrow()
+    paths = source_list(source, "Parquet")
+    label_column = check_label_column(label_column)
+    names = [label_column, index_column] + ([value_column] if value_column is not None else [])
+    if len(set(names)) != len(names) or not all(isinstance(name, str) for name in names):
+        raise ValueError(
+            f"label_column, index_column and value_column must name different columns, got "
+            f"{label_column!r}, {index_column!r} and {value_column!r}."
+        )
+    if n_features is not None and (
+        isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1
+    ):
+        raise ValueError(f"n_features must be an int >= 1 or None, got {n_features!r}.")
+    check_sparse_dtype(dtype, "Pass dtype='float32'.")
+    fs, files = _parquet_files(paths, source_storage_options)
+    footers = [_parquet_footer(fs, path) for path in files]
+    first_schema = footers[0][0]
+    missing_columns(names, first_schema.names, repr(files[0]))
+    _check_list_column(first_schema, index_column, "index", repr(files[0]))
+    single = True
+    if value_column is not None:
+        element = _check_list_column(first_schema, value_column, "value", repr(files[0]))
+        single = bool(pa.types.is_float32(element) or pa.types.is_float16(element))
+    feature_dtype = choose_feature_dtype(dtype, np.dtype(np.float32 if single else np.float64))
+    for path, (schema, _) in zip(files, footers, strict=True):
+        _check_same_schema(path, schema, first_schema, names)
+    row_groups = [
+        _RowGroup(path, index, n_rows)
+        for path, (_, sizes) in zip(files, footers, strict=True)
+        for index, (n_rows, _stored_bytes) in enumerate(sizes)
+        if n_rows
+    ]
+    source_text = describe_sources(paths)
+    if not row_groups:
+        raise ValueError(f"{source_text} has no rows.")
+    token = uuid.uuid4().hex
+    shared_fs = dask.delayed(fs, traverse=False)
+    labels = [
+        dask.delayed(parquet_row_group_labels, pure=False)(
+            shared_fs, group.path, group.index, label_column,
+            dask_key_name=f"dsoftmax-convert-parquet-labels-{token}-{i}",
+        )
+        for i, group in enumerate(row_groups)
+    ]  # fmt: skip
+    index_ranges = [] if n_features is not None else [
+        dask.delayed(parquet_sparse_indices, pure=False)(
+            shared_fs, group, index_column,
+            dask_key_name=f"dsoftmax-convert-parquet-indices-{token}-{i}",
+        )
+        for i, group in enumerate(row_groups)
+    ]  # fmt: skip
+    found = dask.compute(*labels, *index_ranges)
+    summaries: list[LabelSummary] = list(found[: len(labels)])
+    classes = classes_from(summaries, label_column, source_text, then)
+    if n_features is None:
+        n_features = _width(found[len(labels) :], index_column, source_text)
+    columns = SparseColumns(label_column, index_column, value_column, n_features, feature_dtype)
+    return SparseScan(fs, files, row_groups, columns, first_schema, classes, paths, source_text)
+
+
+def sparse_rows(scan: SparseScan) -> tuple[da.Array, da.Array]:
+    """``X`` (CSR chunks) and the raw labels of a scanned source, a chunk per row group."""
+    token = uuid.uuid4().hex
+    shared_fs = dask.delayed(scan.fs, traverse=False)
+    return _lazy_rows(shared_fs, scan.row_groups, scan.columns, scan.schema, token)
+
+
 def convert_parquet_sparse(
     source: str | os.PathLike | Sequence[str | os.PathLike],
     url: str | os.PathLike,
@@ -288,72 +410,17 @@ def convert_parquet_sparse(
     FileNotFoundError
         When a path does not exist or a pattern matches nothing.
     """
-    import pyarrow as pa
-
-    _import_pyarrow()
-    paths = source_list(source, "Parquet")
-    label_column = check_label_column(label_column)
-    names = [label_column, index_column] + ([value_column] if value_column is not None else [])
-    if len(set(names)) != len(names) or not all(isinstance(name, str) for name in names):
-        raise ValueError(
-            f"label_column, index_column and value_column must name different columns, got "
-            f"{label_column!r}, {index_column!r} and {value_column!r}."
-        )
-    if n_features is not None and (
-        isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1
-    ):
-        raise ValueError(f"n_features must be an int >= 1 or None, got {n_features!r}.")
-    check_sparse_dtype(dtype, "Pass dtype='float32'.")
-    fs, files = _parquet_files(paths, source_storage_options)
-    footers = [_parquet_footer(fs, path) for path in files]
-    first_schema = footers[0][0]
-    missing_columns(names, first_schema.names, repr(files[0]))
-    _check_list_column(first_schema, index_column, "index", repr(files[0]))
-    single = True
-    if value_column is not None:
-        element = _check_list_column(first_schema, value_column, "value", repr(files[0]))
-        single = bool(pa.types.is_float32(element) or pa.types.is_float16(element))
-    feature_dtype = choose_feature_dtype(dtype, np.dtype(np.float32 if single else np.float64))
-    for path, (schema, _) in zip(files, footers, strict=True):
-        _check_same_schema(path, schema, first_schema, names)
-    row_groups = [
-        _RowGroup(path, index, n_rows)
-        for path, (_, sizes) in zip(files, footers, strict=True)
-        for index, (n_rows, _stored_bytes) in enumerate(sizes)
-        if n_rows
-    ]
-    source_text = describe_sources(paths)
-    if not row_groups:
-        raise ValueError(f"{source_text} has no rows; there is nothing to convert.")
-    token = uuid.uuid4().hex
-    shared_fs = dask.delayed(fs, traverse=False)
-    labels = [
-        dask.delayed(parquet_row_group_labels, pure=False)(
-            shared_fs, group.path, group.index, label_column,
-            dask_key_name=f"dsoftmax-convert-parquet-labels-{token}-{i}",
-        )
-        for i, group in enumerate(row_groups)
-    ]  # fmt: skip
-    index_ranges = [] if n_features is not None else [
-        dask.delayed(parquet_sparse_indices, pure=False)(
-            shared_fs, group, index_column,
-            dask_key_name=f"dsoftmax-convert-parquet-indices-{token}-{i}",
-        )
-        for i, group in enumerate(row_groups)
-    ]  # fmt: skip
-    found = dask.compute(*labels, *index_ranges)
-    summaries: list[LabelSummary] = list(found[: len(labels)])
-    classes = classes_from(summaries, label_column, source_text)
-    if n_features is None:
-        n_features = _width(found[len(labels) :], index_column, source_text)
-    columns = SparseColumns(label_column, index_column, value_column, n_features, feature_dtype)
-    X, y = _lazy_rows(shared_fs, row_groups, columns, first_schema, token)
+    scan = scan_parquet_sparse(
+        source, label_column, index_column, value_column, n_features, dtype,
+        source_storage_options,
+    )  # fmt: skip
+    X, y = sparse_rows(scan)
     return write_converted(
         url,
         X,
         y,
-        source_text,
-        classes=classes,
+        scan.source_text,
+        classes=scan.classes,
         chunk_rows=chunk_rows,
         codec=codec,
         storage_options=storage_options,
