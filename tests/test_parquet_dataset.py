@@ -254,12 +254,22 @@ def test_train_reads_sparse_parquet_rows_with_index_column(tmp_path):
     assert re.search(r"^samples:\s+1500$", trained.stdout, flags=re.MULTILINE), describe(trained)
 
 
-def test_parquet_without_a_label_column_is_a_usage_error(parquet_folder, tmp_path):
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ((), r"'\S+train' names Parquet files: give their label column with --label-column"),
+        (("--label-column", "label", "--index-column", "i", "--embedding-column", "embedding"),
+         r"--index-column reads sparse rows; .* give one kind"),
+        (("--label-column", "label", "--value-column", "v"),
+         r"--value-column and --n-features go with --index-column"),
+    ],
+)  # fmt: skip
+def test_parquet_columns_that_cannot_go_together_are_a_usage_error(
+    parquet_folder, tmp_path, options, message
+):
     folder, _, _ = parquet_folder
-    (result,) = run_cli_many(("train", folder, "--model", tmp_path / "model"))
-    assert_one_line_error(
-        result, 2, r"'\S+train' names Parquet files: give their label column with --label-column"
-    )
+    (result,) = run_cli_many(("train", folder, "--model", tmp_path / "model", *options))
+    assert_one_line_error(result, 2, message)
     assert not os.path.exists(tmp_path / "model")
 
 

@@ -46,6 +46,14 @@ def _open_parquet(url: str, args: argparse.Namespace) -> Any:
             "and their features with --embedding-column NAME, --feature-columns A,B,C "
             "(default: every numeric column but the label) or --index-column NAME (sparse rows)."
         )
+    dense = args.feature_columns is not None or args.embedding_column is not None
+    if args.index_column is not None and dense:
+        raise UsageError(
+            "--index-column reads sparse rows; --feature-columns and --embedding-column read "
+            "dense ones: give one kind."
+        )
+    if args.index_column is None and (args.value_column is not None or args.n_features):
+        raise UsageError("--value-column and --n-features go with --index-column (sparse rows).")
     from ..data import open_parquet
 
     return open_parquet(

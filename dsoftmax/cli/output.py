@@ -96,9 +96,10 @@ _OPTION_OF = {
         "batch_size", "checkpoint_dir", "checkpoint_every", "class_weight", "cv", "dtype",
         "early_stopping", "embedding_column", "feature_columns", "feature_key", "grid_memory",
         "hold_data", "index_column", "keep_checkpoints", "l2", "label_column", "label_key",
-        "learning_rate", "layout", "lr_schedule", "max_iter", "momentum", "nesterov", "overwrite",
-        "read_retries", "resume", "scoring", "shuffle_window", "solver", "storage_options",
-        "tls_ca_file", "tls_cert", "tls_key", "tol", "validation_fraction", "value_column",
+        "learning_rate", "layout", "lr_schedule", "max_iter", "momentum", "n_features", "nesterov",
+        "overwrite", "read_retries", "resume", "scoring", "shuffle_window", "solver",
+        "storage_options", "tls_ca_file", "tls_cert", "tls_key", "tol", "validation_fraction",
+        "value_column",
     )
 } | {"random_state": "--seed"}  # fmt: skip
 
