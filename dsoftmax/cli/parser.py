@@ -293,8 +293,8 @@ def _add_parquet_data_options(parser: argparse.ArgumentParser, what: str) -> Non
     """The columns of Parquet files read as a dataset, without a conversion."""
     group = parser.add_argument_group(
         "Parquet data",
-        f"{what} may name Parquet files (a .parquet file, a glob pattern, or a directory of "
-        "them) instead of a Zarr dataset: they are read as they are, a block per row group",
+        f"{what} may name Parquet files (a .parquet file, a glob pattern, or a local directory "
+        "of them) instead of a Zarr dataset: they are read as they are, a block per row group",
     )
     group.add_argument(
         "--label-column", metavar="NAME", help="column of the labels (required for Parquet)"
@@ -322,6 +322,7 @@ def _add_parquet_data_options(parser: argparse.ArgumentParser, what: str) -> Non
     )
     group.add_argument(
         "--n-features",
+        metavar="N",
         type=_positive_int,
         help="feature count of --index-column rows (default: the highest index + 1)",
     )
