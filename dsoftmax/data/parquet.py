@@ -13,7 +13,6 @@ reader, never densified.
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import os
@@ -25,24 +24,21 @@ import dask.array as da
 import numpy as np
 
 from ..defaults import DEFAULT_READ_RETRIES
-from .convert.common import LabelSummary, check_label_values, classes_from
+from .convert.common import LabelSummary, classes_from
 from .convert.from_parquet import (
     ParquetLayout,
     ParquetScan,
-    label_codes,
     parquet_rows,
-    read_parquet_row_group,
+    row_group_labels,
     scan_parquet,
 )
 from .convert.from_parquet_sparse import SparseScan, scan_parquet_sparse, sparse_rows
 from .convert.pipeline import Piece
 from .format import Dataset
+from .labels import encode_labels
 from .values import overflow_problem
 
 __all__ = ["open_parquet", "parquet_block"]
-
-#: Threads that read the label columns at open time (reads of a column release the GIL).
-LABEL_READ_THREADS = 8
 
 
 def open_parquet(
@@ -134,26 +130,15 @@ def open_parquet(
 
 
 def _label_summaries(scan: ParquetScan) -> list[LabelSummary]:
-    """What the label column of each row group holds, read on threads of this process."""
-    with concurrent.futures.ThreadPoolExecutor(LABEL_READ_THREADS) as pool:
-        return list(pool.map(lambda piece: _piece_labels(scan, piece), scan.pieces))
-
-
-def _piece_labels(scan: ParquetScan, piece: Piece) -> LabelSummary:
+    """What the label column of each row group holds, read on the Dask default scheduler (as
+    the sparse rows' scan reads it)."""
+    shared_fs = dask.delayed(scan.fs, traverse=False)
     label_column = scan.layout.label_column
-    table = read_parquet_row_group(scan.fs, piece.path, piece.spec, [label_column])
-    column = table.column(label_column)
-    n_missing = column.null_count
-    first_missing = None
-    if n_missing:
-        first_missing = int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
-        column = column.drop_null()
-    labels, values = label_codes(column)
-    unique = np.unique(labels) if values is None else values[np.unique(labels)]
-    where = f"{piece.path!r} (row group {piece.spec})"
-    return LabelSummary(
-        table.num_rows, check_label_values(unique, label_column, where), first_missing, n_missing
-    )
+    tasks = [
+        dask.delayed(row_group_labels, pure=False)(shared_fs, piece.path, piece.spec, label_column)
+        for piece in scan.pieces
+    ]
+    return list(dask.compute(*tasks))
 
 
 def _open_sparse(
@@ -277,14 +262,9 @@ def parquet_block(
 
 
 def _class_ids(values: np.ndarray, classes: np.ndarray, changed: str) -> np.ndarray:
-    """Each value's position in the sorted ``classes``, refusing values that are not there."""
-    if values.dtype == object:
-        values = np.asarray(values.tolist())
-    ids = np.searchsorted(classes, values).astype(np.int32)
-    inside = ids < len(classes)
-    known = inside.copy()
-    known[inside] = classes[ids[inside]] == values[inside]
-    if not known.all():
-        unknown = values[int(np.argmin(known))]
-        raise ValueError(f"{changed}: it holds the label {unknown!r}, which it did not hold.")
-    return ids
+    """:func:`~dsoftmax.data.encode_labels` of ``values``; a label the open did not see means
+    the files changed since (``changed`` says so)."""
+    try:
+        return encode_labels(values, classes)
+    except ValueError as error:
+        raise ValueError(f"{changed}: {error}") from None

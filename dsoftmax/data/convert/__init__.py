@@ -44,22 +44,23 @@ DuckDB, Polars, pyarrow), and it converts list columns to one Python object per 
 
 from __future__ import annotations
 
-from .formats import FORMATS, detect_format, names_parquet
-from .from_csv import convert_csv
-from .from_numpy import convert_numpy
-from .from_parquet import convert_parquet
-from .from_parquet_sparse import convert_parquet_sparse
-from .from_svmlight import DEFAULT_MAX_DENSE_BYTES, LAYOUTS, convert_svmlight
+from ...lazy import lazy_names
 
-__all__ = [
-    "DEFAULT_MAX_DENSE_BYTES",
-    "FORMATS",
-    "LAYOUTS",
-    "convert_csv",
-    "convert_numpy",
-    "convert_parquet",
-    "convert_parquet_sparse",
-    "convert_svmlight",
-    "detect_format",
-    "names_parquet",
-]
+# Imported from their module on first use: telling a dataset argument's format
+# (:func:`names_parquet`) imports neither the converters nor their dependencies.
+_PUBLIC = {
+    "DEFAULT_MAX_DENSE_BYTES": "from_svmlight",
+    "FORMATS": "formats",
+    "LAYOUTS": "from_svmlight",
+    "convert_csv": "from_csv",
+    "convert_numpy": "from_numpy",
+    "convert_parquet": "from_parquet",
+    "convert_parquet_sparse": "from_parquet_sparse",
+    "convert_svmlight": "from_svmlight",
+    "detect_format": "formats",
+    "names_parquet": "formats",
+}
+
+__all__ = sorted(_PUBLIC)
+
+__getattr__, __dir__ = lazy_names(__name__, globals(), _PUBLIC)

@@ -17,8 +17,10 @@ from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
 from ..values import RangeOverflow, cast_features, earliest_overflow, range_overflow
 from .common import (
+    LabelSummary,
     check_feature_columns,
     check_label_column,
+    check_label_values,
     choose_feature_dtype,
     describe_sources,
     has_magic,
@@ -38,6 +40,7 @@ __all__ = [
     "parquet_rows",
     "read_parquet_row_group",
     "row_group_chunk_rows",
+    "row_group_labels",
     "scan_parquet",
 ]
 
@@ -350,6 +353,23 @@ def read_parquet_row_group(fs: Any, path: str, row_group: int, columns: list[str
     # One thread: the tasks already run in parallel.
     with _streamed_file(fs, path) as file:
         return file.read_row_group(row_group, columns=columns, use_threads=False)
+
+
+def row_group_labels(fs: Any, path: str, row_group: int, label_column: str) -> LabelSummary:
+    """Worker task: what the label column of one row group holds (its distinct labels, from
+    Arrow's dictionary encoding for strings, and its missing ones)."""
+    column = read_parquet_row_group(fs, path, row_group, [label_column]).column(0)
+    n_rows, n_missing = len(column), column.null_count
+    first_missing = None
+    if n_missing:
+        first_missing = int(np.argmax(_arrow_values(column.is_null())))
+        column = column.drop_null()
+    labels, values = label_codes(column)
+    unique = np.unique(labels) if values is None else values[np.unique(labels)]
+    where = f"{path!r} (row group {row_group})"
+    return LabelSummary(
+        n_rows, check_label_values(unique, label_column, where), first_missing, n_missing
+    )
 
 
 def _streamed_file(fs: Any, path: str) -> Any:

@@ -24,7 +24,6 @@ from ..sparse import canonical_csr, empty_csr, index_dtype
 from .common import (
     LabelSummary,
     check_label_column,
-    check_label_values,
     check_sparse_dtype,
     choose_feature_dtype,
     classes_from,
@@ -35,7 +34,6 @@ from .common import (
 )
 from .from_parquet import (
     _arrow_labels,
-    _arrow_values,
     _check_same_schema,
     _import_pyarrow,
     _is_list,
@@ -43,6 +41,7 @@ from .from_parquet import (
     _parquet_files,
     _parquet_footer,
     read_parquet_row_group,
+    row_group_labels,
 )
 
 if TYPE_CHECKING:
@@ -63,18 +62,6 @@ class _RowGroup:
     path: str
     index: int
     n_rows: int
-
-
-def parquet_row_group_labels(fs: Any, path: str, row_group: int, label_column: str) -> LabelSummary:
-    """Worker task: the label summary of one row group."""
-    column = read_parquet_row_group(fs, path, row_group, [label_column]).column(0)
-    n_missing = column.null_count
-    first_missing = None
-    if n_missing:
-        first_missing = int(np.argmax(_arrow_values(column.is_null())))
-        column = column.drop_null()
-    values = check_label_values(_arrow_labels(column), label_column, repr(path))
-    return LabelSummary(len(values) + n_missing, np.unique(values), first_missing, n_missing)
 
 
 def _label_dtype(arrow_type: pa.DataType) -> np.dtype:
@@ -323,7 +310,7 @@ def scan_parquet_sparse(
     token = uuid.uuid4().hex
     shared_fs = dask.delayed(fs, traverse=False)
     labels = [
-        dask.delayed(parquet_row_group_labels, pure=False)(
+        dask.delayed(row_group_labels, pure=False)(
             shared_fs, group.path, group.index, label_column,
             dask_key_name=f"dsoftmax-convert-parquet-labels-{token}-{i}",
         )
