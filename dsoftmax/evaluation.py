@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .data import combine_stats
 from .data.labels import encode_labels
+from .data.tasks import compute
 from .engine import LocalEngine
 from .fitting import fits_this_process, resolve_client
 from .objective import Params
@@ -246,14 +247,12 @@ def _spread_rows(rows: np.ndarray, positions: np.ndarray, n_classes: int) -> np.
 def _known_rows_and_weight(
     known: da.Array, sample_weight: Any, chunks: tuple[int, ...]
 ) -> tuple[np.ndarray, float]:
-    import dask
-
     weights = (
         known.shape[0]
         if sample_weight is None
         else da.asarray(sample_weight).rechunk({0: chunks}).sum()
     )
-    rows, total = dask.compute(da.flatnonzero(known), weights)
+    rows, total = compute([da.flatnonzero(known), weights])
     return np.asarray(rows, dtype=np.int64), float(total)
 
 

@@ -80,6 +80,43 @@ def test_convert_of_parquet_in_this_process_imports_no_heavy_package(tmp_path: P
     np.testing.assert_array_equal(open_dataset(tmp_path / "out.zarr").X.compute(), X)
 
 
+def test_train_and_test_on_parquet_files_in_this_process_import_no_distributed(tmp_path):
+    rng = np.random.default_rng(1)
+    for name, n_rows in (("train", 600), ("test", 200)):
+        X = rng.standard_normal((n_rows, 6)).astype(np.float32)
+        embedding = pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), 6)
+        labels = np.array(["cat", "dog", "eel"])[np.argmax(X[:, :3], axis=1)]
+        pq.write_table(pa.table({"embedding": embedding, "label": labels}),
+                       tmp_path / f"{name}.parquet", row_group_size=250)  # fmt: skip
+    printed, imported = run_command(
+        "train", tmp_path / "train.parquet", "--model", tmp_path / "model",
+        "--test", tmp_path / "test.parquet", "--label-column", "label",
+        "--embedding-column", "embedding",
+    )  # fmt: skip
+    # The label pass of each set's row groups runs in threads: no client to look for.
+    assert imported == "['scipy.optimize']", printed
+    assert "accuracy:" in printed
+
+
+def test_the_program_passes_on_the_commands_exit_code_with_its_heap_frozen(tmp_path) -> None:
+    script = (
+        "import atexit, gc, sys; from dsoftmax.cli import run\n"
+        "atexit.register(lambda: print(gc.get_freeze_count() > 0, gc.get_threshold()[0]))\n"
+        "sys.argv[0] = 'dsoftmax'; run()"
+    )
+    for argv, code in (
+        (["evaluate", tmp_path / "no-model", tmp_path / "no.zarr"], 1),
+        (["train", "--l2", "-1"], 2),
+        (["--version"], 0),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", script, *map(str, argv)],
+            capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False,
+        )  # fmt: skip
+        assert done.returncode == code, done.stderr
+        assert done.stdout.rstrip().rsplit("\n", 1)[-1] == "True 10000", done.stdout
+
+
 def test_the_trainer_has_the_estimators_parameters_and_refuses_to_save_unfitted(tmp_path):
     assert SoftmaxTrainer().get_params() == SoftmaxRegression().get_params()
     assert SoftmaxTrainer(l2=0.5, solver="sgd").get_params()["solver"] == "sgd"

@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 
@@ -31,6 +30,7 @@ from ..defaults import BALANCED_BLOCK_COUNTS, DEFAULT_CHUNK_ROWS, MIN_BALANCED_B
 from .format import Dataset
 from .labels import check_classes, check_rows, check_sample_weight, encode_labels, unique_labels
 from .sparse import blocked_csr, canonical_csr, empty_csr, is_sparse, is_sparse_dask
+from .tasks import compute
 from .values import check_in_memory_values
 
 __all__ = ["PreparedData", "balanced_block_rows", "prepare_data"]
@@ -263,7 +263,7 @@ def _with_known_rows(*arrays: da.Array | None) -> list[da.Array | None]:
         "dsoftmax: computing the row chunk sizes of %d dask array(s) of unknown chunk sizes",
         len(unknown),
     )
-    counts = dask.compute(*[_block_rows(arrays[index]) for index in unknown])
+    counts = compute([_block_rows(arrays[index]) for index in unknown])
     known = list(arrays)
     for index, rows in zip(unknown, counts, strict=True):
         array = arrays[index]

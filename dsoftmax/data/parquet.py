@@ -36,6 +36,7 @@ from .convert.from_parquet_sparse import SparseScan, scan_parquet_sparse, sparse
 from .convert.pipeline import Piece
 from .format import Dataset
 from .labels import encode_labels
+from .tasks import compute
 from .values import overflow_problem
 
 __all__ = ["open_parquet", "parquet_block"]
@@ -138,7 +139,7 @@ def _label_summaries(scan: ParquetScan) -> list[LabelSummary]:
         dask.delayed(row_group_labels, pure=False)(shared_fs, piece.path, piece.spec, label_column)
         for piece in scan.pieces
     ]
-    return list(dask.compute(*tasks))
+    return compute(tasks)
 
 
 def _open_sparse(

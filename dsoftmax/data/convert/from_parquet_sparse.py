@@ -21,6 +21,7 @@ import numpy as np
 from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
 from ..sparse import canonical_csr, empty_csr, index_dtype
+from ..tasks import compute
 from .common import (
     LabelSummary,
     check_label_column,
@@ -323,7 +324,7 @@ def scan_parquet_sparse(
         )
         for i, group in enumerate(row_groups)
     ]  # fmt: skip
-    found = dask.compute(*labels, *index_ranges)
+    found = compute([*labels, *index_ranges])
     summaries: list[LabelSummary] = list(found[: len(labels)])
     classes = classes_from(summaries, label_column, source_text, then)
     if n_features is None:

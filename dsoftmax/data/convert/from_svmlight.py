@@ -36,6 +36,7 @@ from ...defaults import DEFAULT_CHUNK_ROWS, DEFAULT_CODEC
 from ..format import Dataset
 from ..sparse import empty_csr, index_dtype
 from ..store import open_group
+from ..tasks import compute
 from ..values import RangeOverflow, cast_features, overflow_problem
 from .common import (
     check_sparse_dtype,
@@ -396,8 +397,8 @@ def convert_svmlight(
             "dsoftmax: converting %s (%d ranges of lines) on %s", source_text, len(ranges), where
         )
         parse_dtype = _parse_dtype(feature_dtype)
-        summaries = dask.compute(
-            *[dask.delayed(summarize_range, pure=False)(piece, parse_dtype) for piece in ranges]
+        summaries = compute(
+            [dask.delayed(summarize_range, pure=False)(piece, parse_dtype) for piece in ranges]
         )
         layout_found = _ranges_layout(
             summaries, n_features, zero_based, feature_dtype, layout, max_dense_bytes, source_text
