@@ -20,7 +20,7 @@ import pytest
 import zarr
 from sklearn.datasets import dump_svmlight_file, load_svmlight_file
 
-from dsoftmax import cli
+from dsoftmax import cli, open_parquet
 from dsoftmax.data import Dataset, open_dataset
 from dsoftmax.data.convert import (
     FORMATS,
@@ -193,6 +193,32 @@ def test_parquet_embedding_column_becomes_the_feature_matrix(tmp_path, list_type
     np.testing.assert_array_equal(X, embeddings)
     np.testing.assert_array_equal(got_labels, labels)
     assert feature_names(tmp_path / "out.zarr") == [f"embedding[{i}]" for i in range(5)]
+
+
+def test_parquet_sole_list_column_of_numbers_is_the_embedding_unless_named(tmp_path, caplog):
+    rng = np.random.default_rng(4)
+    embeddings = rng.standard_normal((120, 3)).astype(np.float32)
+    names = pa.array([f"doc{i}" for i in range(120)])
+    vectors = pa.array(list(embeddings), type=pa.list_(pa.float32(), 3))
+    labels = animals(120, seed=4)
+    pq.write_table(pa.table({"name": names, "vec": vectors, "label": labels}), tmp_path / "e.pq")
+    with caplog.at_level("INFO", logger="dsoftmax"):
+        found = convert_parquet(tmp_path / "e.pq", tmp_path / "e.zarr", label_column="label")
+    np.testing.assert_array_equal(stored(found)[0], embeddings)
+    assert "the features are the embedding column 'vec'" in caplog.text
+    assert open_parquet(tmp_path / "e.pq", label_column="label").n_features == 3
+
+    tags = pa.array([[1.0, 2.0]] * 120, type=pa.list_(pa.float64()))
+    pq.write_table(pa.table({"vec": vectors, "tags": tags, "label": labels}), tmp_path / "two.pq")
+    with pytest.raises(ValueError, match=r"several list columns of numbers: \['vec', 'tags'\]"):
+        convert_parquet(tmp_path / "two.pq", tmp_path / "two.zarr", label_column="label")
+    assert not (tmp_path / "two.zarr").exists()
+    # Numeric columns besides the label are the features, as before any list column.
+    pq.write_table(
+        pa.table({"vec": vectors, "size": np.arange(120.0), "label": labels}), tmp_path / "n.pq"
+    )
+    numeric = convert_parquet(tmp_path / "n.pq", tmp_path / "n.zarr", label_column="label")
+    np.testing.assert_array_equal(stored(numeric)[0][:, 0], np.arange(120.0))
 
 
 def test_parquet_glob_and_dictionary_encoded_labels(tmp_path):

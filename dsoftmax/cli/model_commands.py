@@ -44,7 +44,8 @@ def _open_parquet(url: str, args: argparse.Namespace) -> Any:
         raise UsageError(
             f"{url!r} names Parquet files: give their label column with --label-column NAME, "
             "and their features with --embedding-column NAME, --feature-columns A,B,C "
-            "(default: every numeric column but the label) or --index-column NAME (sparse rows)."
+            "(default: every numeric column but the label, else the only list column of "
+            "numbers) or --index-column NAME (sparse rows)."
         )
     dense = args.feature_columns is not None or args.embedding_column is not None
     if args.index_column is not None and dense:

@@ -303,7 +303,10 @@ def _add_parquet_data_options(parser: argparse.ArgumentParser, what: str) -> Non
         "--feature-columns",
         metavar="A,B,C",
         type=_column_names,
-        help="feature columns, in order (default: every numeric column but the label)",
+        help=(
+            "feature columns, in order (default: every numeric column but the label; "
+            "without one, the only list column of numbers)"
+        ),
     )
     group.add_argument(
         "--embedding-column",
@@ -401,7 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--feature-columns",
         metavar="A,B,C",
         type=_column_names,
-        help="feature columns, in order (default: every numeric column but the label)",
+        help=(
+            "feature columns, in order (default: every numeric column but the label; "
+            "without one, the only list column of numbers)"
+        ),
     )
     table.add_argument(
         "--embedding-column",

@@ -21,12 +21,11 @@ from .common import (
     check_feature_columns,
     check_label_column,
     check_label_values,
-    choose_feature_dtype,
     describe_sources,
     has_magic,
-    missing_columns,
     source_list,
 )
+from .parquet_layout import ParquetLayout, parquet_layout
 from .pipeline import ConversionPlan, Piece, PieceRows, run_conversion
 
 if TYPE_CHECKING:  # an optional dependency, imported when the converter runs
@@ -64,41 +63,6 @@ def _import_pyarrow() -> Any:
             f"reading Parquet needs pyarrow, which is not installed; {_PARQUET_INSTALL}."
         ) from error
     return pyarrow
-
-
-@dataclass(frozen=True)
-class ParquetLayout:
-    """Which columns of a Parquet source become what.
-
-    Attributes
-    ----------
-    label_column : str
-    feature_columns : tuple of str
-        Numeric columns, one feature each; empty when ``embedding_column`` is used.
-    embedding_column : str or None
-        A list column whose rows are the feature vectors.
-    n_features : int
-    dtype : numpy.dtype
-        float32 or float64.
-    """
-
-    label_column: str
-    feature_columns: tuple[str, ...]
-    embedding_column: str | None
-    n_features: int
-    dtype: np.dtype
-
-    @property
-    def columns(self) -> list[str]:
-        features = [self.embedding_column] if self.embedding_column else self.feature_columns
-        return [*features, self.label_column]
-
-    @property
-    def feature_names(self) -> list[str]:
-        """The feature columns, or ``embedding[i]``."""
-        if self.embedding_column:
-            return [f"{self.embedding_column}[{i}]" for i in range(self.n_features)]
-        return list(self.feature_columns)
 
 
 @dataclass(frozen=True)
@@ -189,103 +153,6 @@ def _row_group_size(row_group: Any) -> tuple[int, int]:
     return row_group.num_rows, stored
 
 
-def _is_numeric(arrow_type: pa.DataType) -> bool:
-    import pyarrow as pa
-
-    return bool(
-        pa.types.is_integer(arrow_type)
-        or pa.types.is_floating(arrow_type)
-        or pa.types.is_boolean(arrow_type)
-    )
-
-
-def _is_single_precision(arrow_type: pa.DataType) -> bool:
-    import pyarrow as pa
-
-    return bool(pa.types.is_float32(arrow_type) or pa.types.is_float16(arrow_type))
-
-
-def _is_list(arrow_type: pa.DataType) -> bool:
-    import pyarrow as pa
-
-    return bool(
-        pa.types.is_list(arrow_type)
-        or pa.types.is_large_list(arrow_type)
-        or pa.types.is_fixed_size_list(arrow_type)
-    )
-
-
-def _parquet_layout(
-    fs: Any,
-    first_file: str,
-    schema: pa.Schema,
-    label_column: str,
-    feature_columns: list[str] | None,
-    embedding_column: str | None,
-    dtype: Any,
-) -> ParquetLayout:
-    names = schema.names
-    missing_columns([label_column], names, repr(first_file))
-    if embedding_column is not None:
-        missing_columns([embedding_column], names, repr(first_file))
-        embedding_type = schema.field(embedding_column).type
-        if not _is_list(embedding_type) or not _is_numeric(embedding_type.value_type):
-            raise TypeError(
-                f"embedding_column {embedding_column!r} has type {embedding_type}; it must be a "
-                "list (or fixed-size list) of numbers. Name its numeric columns with "
-                "feature_columns instead."
-            )
-        n_features = _embedding_length(fs, first_file, embedding_column, embedding_type)
-        automatic = _is_single_precision(embedding_type.value_type)
-        return ParquetLayout(
-            label_column,
-            (),
-            embedding_column,
-            n_features,
-            choose_feature_dtype(dtype, np.dtype(np.float32 if automatic else np.float64)),
-        )
-    if feature_columns is None:
-        feature_columns = [
-            field.name for field in schema if field.name != label_column and _is_numeric(field.type)
-        ]
-        if not feature_columns:
-            raise ValueError(
-                f"{first_file!r} has no numeric column besides the label {label_column!r}; its "
-                f"columns are {names}. Name the features with feature_columns or an "
-                "embedding_column."
-            )
-    missing_columns(feature_columns, names, repr(first_file))
-    for name in feature_columns:
-        if not _is_numeric(schema.field(name).type):
-            raise TypeError(
-                f"feature column {name!r} has type {schema.field(name).type}; features must be "
-                "numbers. Leave it out of feature_columns, or encode it as numbers first."
-            )
-    automatic = all(_is_single_precision(schema.field(name).type) for name in feature_columns)
-    return ParquetLayout(
-        label_column,
-        tuple(feature_columns),
-        None,
-        len(feature_columns),
-        choose_feature_dtype(dtype, np.dtype(np.float32 if automatic else np.float64)),
-    )
-
-
-def _embedding_length(fs: Any, path: str, column: str, arrow_type: pa.DataType) -> int:
-    import pyarrow.parquet as pq
-
-    if hasattr(arrow_type, "list_size"):
-        return int(arrow_type.list_size)
-    with fs.open(path, "rb") as file:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=1, columns=[column]):
-            if batch.num_rows and batch.column(0)[0].is_valid:
-                return len(batch.column(0)[0])
-    raise ValueError(
-        f"cannot tell the length of embedding column {column!r}: the first row of {path!r} has "
-        "none; put a complete row first, or fix the missing embeddings."
-    )
-
-
 def _check_same_schema(path: str, schema: pa.Schema, first: pa.Schema, columns: list[str]) -> None:
     for name in columns:
         index = schema.get_field_index(name)
@@ -331,7 +198,7 @@ def scan_parquet(
     fs, files = _parquet_files(paths, source_storage_options)
     footers = [_parquet_footer(fs, path) for path in files]
     first_schema = footers[0][0]
-    layout = _parquet_layout(
+    layout = parquet_layout(
         fs, files[0], first_schema, label_column, columns, embedding_column, dtype
     )
     for path, (schema, _) in zip(files, footers, strict=True):
@@ -627,7 +494,8 @@ def convert_parquet(
         columns too). A missing label is refused.
     feature_columns : list of str, optional
         Numeric columns (integer, float, boolean), in the order of the features. Default:
-        every numeric column but the label, in the file's order.
+        every numeric column but the label, in the file's order; where there is none, the
+        only list column of numbers is the ``embedding_column`` (with several, name one).
     embedding_column : str, optional
         A list or fixed-size list column of numbers whose rows are the feature vectors (an
         embedding per row), instead of ``feature_columns``. Every row must have the length of

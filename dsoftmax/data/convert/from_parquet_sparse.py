@@ -37,13 +37,12 @@ from .from_parquet import (
     _arrow_labels,
     _check_same_schema,
     _import_pyarrow,
-    _is_list,
-    _is_numeric,
     _parquet_files,
     _parquet_footer,
     read_parquet_row_group,
     row_group_labels,
 )
+from .parquet_layout import is_list, is_numeric
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -70,7 +69,7 @@ def _label_dtype(arrow_type: pa.DataType) -> np.dtype:
 
     if pa.types.is_dictionary(arrow_type):
         arrow_type = arrow_type.value_type
-    if _is_numeric(arrow_type):
+    if is_numeric(arrow_type):
         return np.dtype(arrow_type.to_pandas_dtype())
     return np.dtype(object)
 
@@ -104,7 +103,7 @@ def _check_list_column(schema: pa.Schema, name: str, kind: str, where: str) -> p
     import pyarrow as pa
 
     arrow_type = schema.field(name).type
-    element = arrow_type.value_type if _is_list(arrow_type) else None
+    element = arrow_type.value_type if is_list(arrow_type) else None
     wanted = pa.types.is_integer if kind == "index" else _is_number
     if element is None or not wanted(element):
         what = "integers (feature indices)" if kind == "index" else "numbers"
