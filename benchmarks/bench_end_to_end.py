@@ -277,12 +277,26 @@ def _convert_against_read(files: _Files, workdir: Path, rounds: int) -> dict[str
     return timings
 
 
-def _convert_memory(files: _Files, workdir: Path) -> dict[str, int]:
-    _, output = _timed(
-        [sys.executable, "-c", CONVERT_MEMORY_SCRIPT, files.train, str(workdir / "mem.zarr")]
-    )
-    shutil.rmtree(workdir / "mem.zarr", ignore_errors=True)
-    return json.loads(output.strip().splitlines()[-1])
+#: Rows of the file whose conversion measures what the libraries alone take (imports, pools).
+MEMORY_BASELINE_ROWS = 1_000
+
+
+def _convert_memory(files: _Files, workdir: Path, size: tuple[int, int, int]) -> dict[str, int]:
+    """The conversion's peak growth in a fresh process, and that of a conversion of
+    :data:`MEMORY_BASELINE_ROWS` rows of the same columns: what the libraries take."""
+    _, n_features, n_classes = size
+    small = workdir / "memory-baseline"
+    write_parquet_files(small, MEMORY_BASELINE_ROWS, n_features, n_classes, 1, seed=3)
+    growth = {}
+    for name, pattern in (("all", files.train), ("baseline", str(small / "*.parquet"))):
+        _, output = _timed(
+            [sys.executable, "-c", CONVERT_MEMORY_SCRIPT, pattern, str(workdir / "mem.zarr")]
+        )
+        shutil.rmtree(workdir / "mem.zarr", ignore_errors=True)
+        measured = json.loads(output.strip().splitlines()[-1])
+        growth[name] = measured["peak"] - measured["start"]
+    shutil.rmtree(small, ignore_errors=True)
+    return growth
 
 
 def _fixed_costs(workdir: Path, config: EndToEndConfig) -> dict[str, float]:
@@ -314,7 +328,7 @@ def _measure_size(
             runs[run].append(_dsoftmax_run(files, workdir, config, run))
     medians = {name: median_run(rounds) for name, rounds in runs.items()}
     conversion = _convert_against_read(files, workdir, config.convert_rounds)
-    memory = _convert_memory(files, workdir)
+    memory = _convert_memory(files, workdir, size)
     return {"size": size, "files": files, **medians, "conversion": conversion,
             "memory": memory}  # fmt: skip
 
@@ -368,7 +382,7 @@ def _size_section(result: dict[str, Any], config: EndToEndConfig) -> tuple[str, 
     read, convert = conversion["pyarrow read"], conversion["convert"]
     threads = os.cpu_count() or 1
     row_group = files.source_bytes / config.n_files
-    growth = memory["peak"] - memory["start"]
+    growth, baseline = memory["all"], memory["baseline"]
     text = "\n".join(
         [
             f"#### {_size_text(size)} ({files.source_bytes / 2**30:.2f} GiB of Parquet in "
@@ -393,7 +407,10 @@ def _size_section(result: dict[str, Any], config: EndToEndConfig) -> tuple[str, 
             "",
             f"Conversion in a fresh process: resident memory grew by {growth / 2**20:.0f} MiB "
             f"at its peak, for row groups of {row_group / 2**20:.0f} MiB on {threads} threads "
-            f"({growth / (row_group * threads):.2f} row groups per thread).",
+            f"({growth / (row_group * threads):.2f} row groups per thread); a conversion of "
+            f"{MEMORY_BASELINE_ROWS:,} such rows grew by {baseline / 2**20:.0f} MiB (the "
+            f"libraries), so {(growth - baseline) / (row_group * threads):.2f} row groups per "
+            "thread beyond them.",
         ]
     )
     label = _size_text(size)

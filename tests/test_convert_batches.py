@@ -1,5 +1,5 @@
-"""A Parquet row group is read in record batches (``PARQUET_BATCH_ROWS``): the converted values
-and every message's row number are those of the row group read whole."""
+"""A Parquet row group is read in record batches (``PARQUET_BATCH_BYTES`` of features): the
+converted values and every message's row number are those of the row group read whole."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ N_ROWS = 300
 
 @pytest.fixture(autouse=True)
 def _small_batches(monkeypatch):
-    monkeypatch.setattr(from_parquet, "PARQUET_BATCH_ROWS", 64)  # 5 batches per row group
+    # 64 rows of 4 float32 features a batch: 5 batches per row group.
+    monkeypatch.setattr(from_parquet, "PARQUET_BATCH_BYTES", 64 * 4 * 4)
+    monkeypatch.setattr(from_parquet, "PARQUET_MIN_BATCH_ROWS", 1)
     with dask.config.set(scheduler="threads"):
         yield
 

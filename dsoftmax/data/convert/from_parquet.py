@@ -44,8 +44,12 @@ __all__ = [
 ]
 
 _PARQUET_INSTALL = "pip install 'dsoftmax[parquet]'"
-#: Rows per record batch of a row group's read (8 MiB of 256 float32 features).
-PARQUET_BATCH_ROWS = 8192
+#: Bytes of features per record batch of a row group's read. pyarrow decodes a batch into
+#: buffers of its memory pool (the values, and a list column's levels beside them) before it is
+#: copied into the features' array: larger batches only hold more of that memory per thread.
+PARQUET_BATCH_BYTES = 2 << 20
+#: Fewest rows per record batch, for very wide rows.
+PARQUET_MIN_BATCH_ROWS = 256
 
 #: Bytes of a row group's column chunks read at a time. pyarrow reads a whole row group's raw
 #: bytes ahead of decoding by default (``pre_buffer``): a thread then holds them beside the rows
@@ -349,9 +353,10 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     """Worker task's reader: features (n_rows, n_features) and labels of one row group.
 
     The row group is streamed from the file (:func:`_streamed_file`) and read in record batches
-    of :data:`PARQUET_BATCH_ROWS` rows, each copied into the features' array as it comes: a
-    batch's buffers are small and reused, where a whole row group read at once holds its decoded
-    columns beside the features' array (twice the memory, in new pages). A file that cannot be
+    of :data:`PARQUET_BATCH_BYTES` of features (:func:`_batch_rows`), each copied into the
+    features' array as it comes: a batch's buffers are small and reused, where a whole row group
+    read at once holds its decoded columns beside the features' array (twice the memory, in new
+    pages). A file that cannot be
     read is named, with the row group, in the error (an ``OSError`` stays one).
     """
     import pyarrow as pa
@@ -392,7 +397,7 @@ def _read_row_group(
         label_type = file.schema_arrow.field(layout.label_column).type
         X = np.empty((n_rows, layout.n_features), dtype=layout.dtype)
         batches = file.iter_batches(
-            batch_size=PARQUET_BATCH_ROWS, row_groups=[piece.spec], columns=layout.columns,
+            batch_size=_batch_rows(layout), row_groups=[piece.spec], columns=layout.columns,
             use_threads=False,
         )  # fmt: skip
         for batch in batches:
@@ -409,6 +414,13 @@ def _read_row_group(
             "while it was read, or is damaged: rewrite it."
         )
     return X, labels, label_type, overflow
+
+
+def _batch_rows(layout: ParquetLayout) -> int:
+    """Rows per record batch: :data:`PARQUET_BATCH_BYTES` of features, at least
+    :data:`PARQUET_MIN_BATCH_ROWS` rows (256 float32 features: 2,048 rows)."""
+    row_bytes = max(1, layout.n_features * layout.dtype.itemsize)
+    return max(PARQUET_MIN_BATCH_ROWS, PARQUET_BATCH_BYTES // row_bytes)
 
 
 def _fill_features(
