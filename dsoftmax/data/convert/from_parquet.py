@@ -356,8 +356,8 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
     of :data:`PARQUET_BATCH_BYTES` of features (:func:`_batch_rows`), each copied into the
     features' array as it comes: a batch's buffers are small and reused, where a whole row group
     read at once holds its decoded columns beside the features' array (twice the memory, in new
-    pages). A file that cannot be
-    read is named, with the row group, in the error (an ``OSError`` stays one).
+    pages). A file that cannot be read is named, with the row group, in the error (an
+    ``OSError`` stays one).
     """
     import pyarrow as pa
 
