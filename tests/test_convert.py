@@ -213,7 +213,7 @@ def test_parquet_sole_list_column_of_numbers_is_the_embedding_unless_named(tmp_p
     with pytest.raises(ValueError, match=r"several list columns of numbers: \['vec', 'tags'\]"):
         convert_parquet(tmp_path / "two.pq", tmp_path / "two.zarr", label_column="label")
     assert not (tmp_path / "two.zarr").exists()
-    # Numeric columns besides the label are the features, as before any list column.
+    # Numeric columns besides the label are the features, whatever list columns there are.
     pq.write_table(
         pa.table({"vec": vectors, "size": np.arange(120.0), "label": labels}), tmp_path / "n.pq"
     )
