@@ -217,6 +217,8 @@ def _make_files(workdir: Path, size: tuple[int, int, int], config: EndToEndConfi
 COLUMNS = ("--label-column", "label", "--embedding-column", "embedding")
 #: The runs of dsoftmax: whether each converts the training files, and what it trains on.
 RUNS = {"first": (True, "store"), "retrain": (False, "store"), "parquet": (False, "parquet")}
+#: How the report names each run.
+RUN_NAMES = {"first": "first run", "retrain": "retrain", "parquet": "straight from Parquet"}
 
 
 def _convert_args(pattern: str, out: Path) -> list[object]:
@@ -357,27 +359,25 @@ def _size_text(size: tuple[int, int, int]) -> str:
     return f"{n:,} × {d} × {k}"
 
 
-def _size_section(result: dict[str, Any], config: EndToEndConfig) -> tuple[str, list[Verdict]]:
-    size, script, first, retrain, parquet = (
-        result[k] for k in ("size", "script", "first", "retrain", "parquet")
-    )
-    conversion, memory, files = result["conversion"], result["memory"], result["files"]
-    def spread(run: dict[str, Any]) -> str:
-        return "{:.1f}–{:.1f}".format(*run["spread"])
+def _spread(run: dict[str, Any]) -> str:
+    return "{:.1f}–{:.1f}".format(*run["spread"])
 
+
+def _run_row(name: str, run: dict[str, Any], script_total: float) -> list[str]:
+    """A dsoftmax run's row of the table: its commands' seconds and its ratio to the script."""
+    parts = ", ".join(f"{part} {seconds:.1f} s" for part, seconds in run["seconds"].items())
+    return [f"dsoftmax {name}", f"{run['total']:.1f}", _spread(run), parts,
+            f"{run['accuracy']:.4f}", f"{run['total'] / script_total:.2f}"]  # fmt: skip
+
+
+def _size_section(result: dict[str, Any], config: EndToEndConfig) -> tuple[str, list[Verdict]]:
+    size, script, first, retrain = (result[k] for k in ("size", "script", "first", "retrain"))
+    conversion, memory, files = result["conversion"], result["memory"], result["files"]
     rows = [
-        ["scikit-learn script", f"{script['total']:.1f}", spread(script), f"load "
+        ["scikit-learn script", f"{script['total']:.1f}", _spread(script), f"load "
          f"{script['load']:.1f} s, fit {script['fit']:.1f} s ({script['n_iter']} iterations), "
          f"score {script['score']:.1f} s", f"{script['accuracy']:.4f}", "1.00"],
-        ["dsoftmax first run", f"{first['total']:.1f}", spread(first), ", ".join(
-            f"{name} {seconds:.1f} s" for name, seconds in first["seconds"].items()),
-         f"{first['accuracy']:.4f}", f"{first['total'] / script['total']:.2f}"],
-        ["dsoftmax retrain", f"{retrain['total']:.1f}", spread(retrain), ", ".join(
-            f"{name} {seconds:.1f} s" for name, seconds in retrain["seconds"].items()),
-         f"{retrain['accuracy']:.4f}", f"{retrain['total'] / script['total']:.2f}"],
-        ["dsoftmax straight from Parquet", f"{parquet['total']:.1f}", spread(parquet),
-         ", ".join(f"{name} {seconds:.1f} s" for name, seconds in parquet["seconds"].items()),
-         f"{parquet['accuracy']:.4f}", f"{parquet['total'] / script['total']:.2f}"],
+        *(_run_row(RUN_NAMES[name], result[name], script["total"]) for name in RUNS),
     ]  # fmt: skip
     read, convert = conversion["pyarrow read"], conversion["convert"]
     threads = os.cpu_count() or 1

@@ -230,16 +230,11 @@ def row_group_labels(fs: Any, path: str, row_group: int, label_column: str) -> L
     """Worker task: what the label column of one row group holds (its distinct labels, from
     Arrow's dictionary encoding for strings, and its missing ones)."""
     column = read_parquet_row_group(fs, path, row_group, [label_column]).column(0)
-    n_rows, n_missing = len(column), column.null_count
-    first_missing = None
-    if n_missing:
-        first_missing = int(np.argmax(_arrow_values(column.is_null())))
-        column = column.drop_null()
-    labels, values = label_codes(column)
+    labels, values, n_missing, first_missing = _present_labels(column)
     unique = np.unique(labels) if values is None else values[np.unique(labels)]
     where = f"{path!r} (row group {row_group})"
     return LabelSummary(
-        n_rows, check_label_values(unique, label_column, where), first_missing, n_missing
+        len(column), check_label_values(unique, label_column, where), first_missing, n_missing
     )
 
 
@@ -308,6 +303,19 @@ def label_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]
     return _arrow_values(encoded.indices), values
 
 
+def _present_labels(
+    column: pa.ChunkedArray,
+) -> tuple[np.ndarray, np.ndarray | None, int, int | None]:
+    """:func:`label_codes` of the labels present in ``column``, with the count of missing ones
+    and the row of the first (None without any)."""
+    n_missing = column.null_count
+    first_missing = None
+    if n_missing:
+        first_missing = int(np.argmax(_arrow_values(column.is_null())))
+        column = column.drop_null()
+    return (*label_codes(column), n_missing, first_missing)
+
+
 def _undictionary(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """A dictionary-encoded column as its values (each chunk may have its own dictionary)."""
     import pyarrow as pa
@@ -372,12 +380,7 @@ def parquet_rows(fs: Any, layout: ParquetLayout, piece: Piece) -> PieceRows:
             f"cannot read {where}: {error}; rewrite the file, or leave it out of the source."
         ) from error
     label_column = pa.chunked_array(labels, type=label_type)
-    n_missing = label_column.null_count
-    first_missing = None
-    if n_missing:
-        first_missing = int(np.argmax(_arrow_values(label_column.is_null())))
-        label_column = label_column.drop_null()
-    labels_read, label_values = label_codes(label_column)
+    labels_read, label_values, n_missing, first_missing = _present_labels(label_column)
     return PieceRows(
         X, labels_read, n_missing, first_missing, repr(piece.path), label_values, overflow
     )
