@@ -4,6 +4,12 @@ tolerates a noisy loss.
 Each evaluation of ``fun`` is one fused pass over the data (loss and gradient together), so the
 driver counts them and keeps the line search short.
 
+Models of at least :data:`COMPACT_MIN_PARAMS` parameters (wide models, sparse text features)
+take the same algorithm in :mod:`dsoftmax.optim.lbfgs_steps` instead: scipy's L-BFGS-B spends
+several passes over its pairs and copies of the iterate and gradient at each evaluation, which at
+millions of parameters cost more than the pass over the data; the compact form there reads the
+pairs three times per iteration and nothing per line-search evaluation.
+
 Stopping rules
 --------------
 With iterates :math:`x_k`, losses :math:`f_k` and gradients :math:`g_k`, the run stops as
@@ -46,7 +52,14 @@ from dsoftmax.validation import finite_float, whole_number
 if TYPE_CHECKING:
     import scipy.optimize
 
-__all__ = ["FTOL", "MAX_LINE_SEARCH_EVALS", "NOISE_PATIENCE", "LbfgsResult", "minimize_lbfgs"]
+__all__ = [
+    "COMPACT_MIN_PARAMS",
+    "FTOL",
+    "MAX_LINE_SEARCH_EVALS",
+    "NOISE_PATIENCE",
+    "LbfgsResult",
+    "minimize_lbfgs",
+]
 
 #: Evaluations one line search may spend (scipy's ``maxls``; scipy's default is 20). Every
 #: evaluation is a full pass over the data, and a healthy L-BFGS line search needs one or two.
@@ -58,6 +71,10 @@ FTOL = 64 * np.finfo(np.float64).eps
 #: Consecutive iterations whose decrease is within the noise before rule 3 stops the run: one
 #: short step also happens far from the optimum, after a poor curvature estimate.
 NOISE_PATIENCE = 2
+
+#: Parameters from which :func:`minimize_lbfgs` runs the compact form of
+#: :mod:`dsoftmax.optim.lbfgs_steps` rather than scipy's L-BFGS-B (see the module docstring).
+COMPACT_MIN_PARAMS = 1 << 18
 
 
 class LbfgsResult(NamedTuple):
@@ -249,6 +266,8 @@ def minimize_lbfgs(
     import scipy.optimize
 
     start, iterations, tolerance, noise = _validate(x0, max_iter, tol, rel_noise)
+    if start.size >= COMPACT_MIN_PARAMS:
+        return _minimize_compact(fun, start, iterations, tolerance, noise, callback)
     tracker = _Tracker(fun, start.size, noise, callback)
     options = {
         "maxiter": iterations, "gtol": tolerance, "ftol": FTOL, "maxls": MAX_LINE_SEARCH_EVALS,
@@ -289,4 +308,37 @@ def minimize_lbfgs(
         n_evals=tracker.n_evals,
         converged=converged,
         message=message,
+    )
+
+
+def _minimize_compact(
+    fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    start: np.ndarray,
+    max_iter: int,
+    tol: float,
+    rel_noise: float,
+    callback: Callable[[int, np.ndarray, float], None] | None,
+) -> LbfgsResult:
+    """:func:`minimize_lbfgs` by :mod:`dsoftmax.optim.lbfgs_steps`: the same rules and results,
+    for large models."""
+    from .lbfgs_steps import LbfgsOptions, lbfgs_start, lbfgs_step
+
+    options = LbfgsOptions(max_iter, tol, rel_noise)
+    state = lbfgs_start(start, options)
+    while state.running:
+        point = state.trial
+        point.flags.writeable = False  # fun may keep it; the stepper never writes a trial point
+        loss, grad = fun(point)
+        iteration = state.iteration
+        state = lbfgs_step(state, loss, grad, options)
+        if callback is not None and state.iteration > iteration:
+            callback(state.iteration, state.x.copy(), state.loss)
+    return LbfgsResult(
+        x=state.x.copy(),
+        loss=state.loss,
+        grad_max=float(np.max(np.abs(state.grad))),
+        n_iter=state.iteration,
+        n_evals=state.n_evals,
+        converged=state.converged,
+        message=state.message,
     )

@@ -10,8 +10,11 @@ resumed from it with the same bits as an uninterrupted one.
 
 The algorithm is scipy's L-BFGS-B without bounds, step for step:
 
-* the direction is ``d = −H g`` by the two-loop recursion over the last ``memory`` pairs
-  ``(s, y)``, with ``H₀ = (sᵀy / yᵀy) I`` from the newest pair; without pairs ``d = −g``;
+* the direction is ``d = −H g``, ``H`` the limited-memory inverse Hessian of the last ``memory``
+  pairs ``(s, y)`` with ``H₀ = (sᵀy / yᵀy) I`` from the newest pair, in its compact form (Byrd,
+  Nocedal and Schnabel, 1994, as L-BFGS-B itself represents it): the products ``sᵢᵀyⱼ`` and
+  ``yᵢᵀyⱼ`` are kept from step to step, so that a direction reads the pairs twice (``Sg``, ``Yg``
+  and then ``Sᵀp + Yᵀq``) and a new pair once, whatever the memory; without pairs ``d = −g``;
 * the step comes from the Moré–Thuente line search (MINPACK-2's ``dcsrch``, with scipy's
   ``ftol = 1e-3``, ``gtol = 0.9``, ``xtol = 0.1``), first tried at ``1/‖d‖`` on the first
   iteration and at 1 afterwards, at most :data:`dsoftmax.optim.lbfgs.MAX_LINE_SEARCH_EVALS`
@@ -27,7 +30,9 @@ more than its noise, or when the line search finds no lower loss within
 :data:`~dsoftmax.optim.lbfgs.MAX_LINE_SEARCH_EVALS` evaluations; stopped (not converged) after
 ``max_iter`` iterations. The result is always the last accepted iterate ``state.x``.
 
-Each step is pure: the state given is not changed.
+A step writes a new pair into the memory arrays of the state it is given (a model's memory is
+``2 · memory`` copies of its weights, too large to copy at every step): use only the state a step
+returns. Everything else a step returns is new.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+import scipy.linalg
 
 from ..validation import finite_float, whole_number
 from .lbfgs import FTOL, MAX_LINE_SEARCH_EVALS, NOISE_PATIENCE
@@ -52,6 +58,7 @@ __all__ = [
     "lbfgs_compact",
     "lbfgs_start",
     "lbfgs_step",
+    "pair_products",
 ]
 
 #: Pairs ``(s, y)`` kept (scipy's ``maxcor`` default).
@@ -138,6 +145,9 @@ class LbfgsState(NamedTuple):
     s, y : ndarray of shape (memory, n_params)
         The pairs ``x_{k+1} − x_k`` and ``g_{k+1} − g_k``, a ring whose newest entry is at
         ``newest``; ``n_pairs`` of them are valid.
+    sy, yy : ndarray of shape (memory, memory)
+        Their products by ring position: ``sy[i, j] = sᵢᵀyⱼ`` wherever pair ``i`` is not newer
+        than pair ``j``, and ``yy[i, j] = yᵢᵀyⱼ`` (:func:`pair_products` computes them anew).
     n_pairs, newest : int
     search : LineSearch
     iteration : int
@@ -163,6 +173,8 @@ class LbfgsState(NamedTuple):
     direction: np.ndarray
     s: np.ndarray
     y: np.ndarray
+    sy: np.ndarray
+    yy: np.ndarray
     n_pairs: int
     newest: int
     search: LineSearch
@@ -229,7 +241,8 @@ def lbfgs_start(x0: np.ndarray, options: LbfgsOptions) -> LbfgsState:
     memory = int(options.memory)
     return LbfgsState(
         x=x, loss=math.nan, grad=np.zeros(n), trial=x.copy(), direction=np.zeros(n),
-        s=np.zeros((memory, n)), y=np.zeros((memory, n)), n_pairs=0, newest=memory - 1,
+        s=np.zeros((memory, n)), y=np.zeros((memory, n)), sy=np.zeros((memory, memory)),
+        yy=np.zeros((memory, memory)), n_pairs=0, newest=memory - 1,
         search=LineSearch(), iteration=0, n_evals=0, evals_since_accepted=0, search_evals=0,
         noisy_iterations=0, status=RUNNING, message="",
     )  # fmt: skip
@@ -304,10 +317,11 @@ def lbfgs_compact(state: LbfgsState) -> LbfgsState:
     if state.running:
         raise ValueError("only a stopped L-BFGS run can be compacted; this one still runs.")
     empty = np.zeros(0)
-    no_pairs = np.zeros((0, state.x.size))
+    no_pairs, no_products = np.zeros((0, state.x.size)), np.zeros((0, 0))
     return state._replace(
-        grad=empty, trial=state.x, direction=empty, s=no_pairs, y=no_pairs, n_pairs=0, newest=0
-    )
+        grad=empty, trial=state.x, direction=empty, s=no_pairs, y=no_pairs, sy=no_products,
+        yy=no_products, n_pairs=0, newest=0,
+    )  # fmt: skip
 
 
 def _started(
@@ -327,7 +341,7 @@ def _searched(
     slope = float(grad @ state.direction)
     search, step, task = _dcsrch(state.search, state.search.step, loss, slope)
     if task == _FG and state.search_evals < MAX_LINE_SEARCH_EVALS and math.isfinite(step):
-        return state._replace(search=search, trial=state.x + step * state.direction)
+        return state._replace(search=search, trial=_point(state.x, step, state.direction))
     if task in (_CONV, _WARN):
         return _accepted(state, loss, grad, options)
     return _search_failed(state, options)
@@ -398,44 +412,86 @@ def _begin_search(
     step = min(1.0 / float(np.linalg.norm(direction)), _STEP_MAX) if first else 1.0
     search, step, _ = _dcsrch_start(step, state.loss, slope)
     return state._replace(
-        direction=direction, search=search, search_evals=0, trial=state.x + step * direction
+        direction=direction, search=search, search_evals=0, trial=_point(state.x, step, direction)
     )
 
 
 def _remember(
     state: LbfgsState, s: np.ndarray, y: np.ndarray, previous_grad: np.ndarray
 ) -> LbfgsState:
-    """Add the pair ``(s, y)`` to the memory unless its curvature ``sᵀy`` is not positive
-    enough (scipy's test ``sᵀy > ε · (−g_kᵀs)``, ``g_k`` the gradient before the step)."""
+    """Add the pair ``(s, y)`` to the memory, in place of its oldest pair once it is full, unless
+    its curvature ``sᵀy`` is not positive enough (scipy's test ``sᵀy > ε · (−g_kᵀs)``, ``g_k`` the
+    gradient before the step); its products with the pairs kept go into ``sy`` and ``yy``."""
     if float(y @ s) <= _EPS * float(-previous_grad @ s):
         return state
     memory = state.s.shape[0]
     newest = (state.newest + 1) % memory
-    pairs_s, pairs_y = state.s.copy(), state.y.copy()
-    pairs_s[newest], pairs_y[newest] = s, y
-    return state._replace(
-        s=pairs_s, y=pairs_y, newest=newest, n_pairs=min(state.n_pairs + 1, memory)
-    )
+    state.s[newest], state.y[newest] = s, y
+    # Column ``newest`` of S·y and Y·y: every pair kept is older than the new one.
+    state.sy[:, newest] = state.s @ y
+    products = state.y @ y
+    state.yy[:, newest] = products
+    state.yy[newest, :] = products
+    return state._replace(newest=newest, n_pairs=min(state.n_pairs + 1, memory))
+
+
+def pair_products(
+    s: np.ndarray, y: np.ndarray, n_pairs: int, newest: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``sy`` and ``yy`` of :class:`LbfgsState` computed from the pairs themselves, for a state
+    whose stored products are missing.
+
+    Parameters
+    ----------
+    s, y : ndarray of shape (memory, n_params)
+    n_pairs, newest : int
+        The valid pairs: ``newest`` and the ``n_pairs − 1`` ring positions before it.
+
+    Returns
+    -------
+    sy, yy : ndarray of shape (memory, memory)
+    """
+    memory = s.shape[0]
+    sy, yy = np.zeros((memory, memory)), np.zeros((memory, memory))
+    for j in _chronological(n_pairs, newest, memory):
+        sy[:, j] = s @ y[j]
+        products = y @ y[j]
+        yy[:, j] = products
+        yy[j, :] = products
+    return sy, yy
+
+
+def _chronological(n_pairs: int, newest: int, memory: int) -> list[int]:
+    """The ring positions of the valid pairs, oldest first."""
+    return [(newest - k) % memory for k in reversed(range(n_pairs))]
 
 
 def _direction(state: LbfgsState) -> np.ndarray:
-    """``−H g`` by the two-loop recursion; ``−g`` without pairs."""
-    q = -state.grad
+    """``−H g`` by the compact form ``H g = γg + S·p − γY·a``, with ``a = R⁻¹ Sᵀg`` and
+    ``p = R⁻ᵀ((D + γ YᵀY) a − γ Yᵀg)`` (``R`` the upper triangle of ``SᵀY`` over the pairs
+    oldest first, ``D`` its diagonal, ``γ = sᵀy / yᵀy`` of the newest pair); ``−g`` without
+    pairs."""
+    grad = state.grad
     if state.n_pairs == 0:
-        return q
+        return -grad
     memory = state.s.shape[0]
-    order = [(state.newest - k) % memory for k in range(state.n_pairs)]  # newest first
-    rho = {k: 1.0 / float(state.y[k] @ state.s[k]) for k in order}
-    alpha = {}
-    for k in order:
-        alpha[k] = rho[k] * float(state.s[k] @ q)
-        q = q - alpha[k] * state.y[k]
+    order = _chronological(state.n_pairs, state.newest, memory)
+    pairs = np.ix_(order, order)
+    upper = np.triu(state.sy[pairs])
+    yy = state.yy[pairs]
     newest = state.newest
-    q = q * (float(state.s[newest] @ state.y[newest]) / float(state.y[newest] @ state.y[newest]))
-    for k in reversed(order):
-        beta = rho[k] * float(state.y[k] @ q)
-        q = q + (alpha[k] - beta) * state.s[k]
-    return q
+    gamma = float(state.sy[newest, newest]) / float(state.yy[newest, newest])
+    s_grad, y_grad = (state.s @ grad)[order], (state.y @ grad)[order]
+    a = scipy.linalg.solve_triangular(upper, s_grad)
+    middle = np.diag(np.diag(upper)) + gamma * yy
+    p = scipy.linalg.solve_triangular(upper, middle @ a - gamma * y_grad, trans="T")
+    s_coefficients, y_coefficients = np.zeros(memory), np.zeros(memory)
+    s_coefficients[order], y_coefficients[order] = p, -gamma * a
+    # The ring's unused positions hold finite numbers (zeros, or pairs a cleared memory left).
+    direction = state.s.T @ s_coefficients
+    direction += state.y.T @ y_coefficients
+    direction += gamma * grad
+    return np.negative(direction, out=direction)
 
 
 def _stopped(state: LbfgsState, status: int, message: str) -> LbfgsState:
@@ -443,7 +499,15 @@ def _stopped(state: LbfgsState, status: int, message: str) -> LbfgsState:
 
 
 def _grad_max(grad: np.ndarray) -> float:
-    return float(np.max(np.abs(grad)))
+    # Two reductions, no model-sized temporary.
+    return max(float(np.max(grad)), -float(np.min(grad)))
+
+
+def _point(x: np.ndarray, step: float, direction: np.ndarray) -> np.ndarray:
+    """``x + step · direction`` as a new array, with one model-sized allocation."""
+    point = np.multiply(direction, step)
+    point += x
+    return point
 
 
 # -- the Moré–Thuente line search (MINPACK-2's dcsrch and dcstep) ------------------------------

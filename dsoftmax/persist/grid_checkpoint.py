@@ -42,6 +42,7 @@ from ..optim.lbfgs_steps import (
     LbfgsState,
     LineSearch,
     lbfgs_compact,
+    pair_products,
 )
 from ..training import TrainConfig, TrainResult
 from ..validation import is_integer
@@ -67,6 +68,9 @@ logger = logging.getLogger("dsoftmax")
 GRID_CHECKPOINT_FORMAT = "dsoftmax-grid-checkpoint"
 #: What only a running model's state holds; a stopped one is compacted to its result.
 _RUNNING_ARRAYS = ("grad", "trial", "direction", "s", "y")
+#: The running models' products of their pairs (``sy``, ``yy``), kept so that a resumed run goes
+#: on with the same bits; a checkpoint without them has them computed anew.
+_PRODUCT_ARRAYS = ("sy", "yy")
 _LBFGS_COUNTERS = (
     "n_pairs", "newest", "iteration", "n_evals", "evals_since_accepted", "search_evals",
     "noisy_iterations", "status",
@@ -124,7 +128,7 @@ def _run_record(run: GridRun, prefix: str, arrays: dict[str, np.ndarray]) -> dic
         record["max_running"] = run.max_running
         running = [state for state in run.lbfgs if state.running]
         arrays[f"{prefix}.x"] = np.stack([state.x for state in run.lbfgs])
-        for name in _RUNNING_ARRAYS:
+        for name in _RUNNING_ARRAYS + _PRODUCT_ARRAYS:
             arrays[f"{prefix}.{name}"] = _stack_running(running, name, run.lbfgs[0].x.size)
         arrays[f"{prefix}.loss"] = np.array([state.loss for state in run.lbfgs])
         arrays[f"{prefix}.counters"] = np.array(
@@ -153,6 +157,8 @@ def _stack_running(running: list[LbfgsState], name: str, n_params: int) -> np.nd
     """The running models' ``name`` arrays stacked (an empty stack when none runs)."""
     if running:
         return np.stack([getattr(state, name) for state in running])
+    if name in _PRODUCT_ARRAYS:
+        return np.zeros((0, 1, 1))
     return np.zeros((0, 1, n_params) if name in ("s", "y") else (0, n_params))
 
 
@@ -359,6 +365,10 @@ def _lbfgs_states(
         )
         for name in _RUNNING_ARRAYS
     }
+    product_shape = (len(running), memory, memory)
+    for name in _PRODUCT_ARRAYS:
+        if f"{prefix}.{name}" in arrays:
+            parts[name] = shapes.array(arrays, f"{prefix}.{name}", product_shape)
     loss = shapes.array(arrays, f"{prefix}.loss", (n_started,))
     search = shapes.array(arrays, f"{prefix}.search", (n_started, len(LineSearch._fields)))
     messages = _per_model(record, "messages", n_started, where)
@@ -374,7 +384,9 @@ def _lbfgs_states(
         fields["stage"], fields["bracketed"] = int(fields["stage"]), int(fields["bracketed"])
         state = LbfgsState(
             x=x[j].copy(),
-            **_running_part(parts, running_rows, j, x[j], n),
+            **_running_part(
+                parts, running_rows, j, x[j], n, values["n_pairs"], values["newest"]
+            ),
             loss=float(loss[j]),
             search=LineSearch(**fields),
             message=typed(messages[j], (str,), where)[:_MAX_MESSAGE],
@@ -391,13 +403,23 @@ def _max_running(record: dict, where: str) -> int | None:
     return cap
 
 
-def _running_part(parts: dict, rows: dict[int, int], j: int, x: np.ndarray, n: int) -> dict:
+def _running_part(
+    parts: dict, rows: dict[int, int], j: int, x: np.ndarray, n: int, n_pairs: int, newest: int
+) -> dict:
     """Model ``j``'s arrays that only a running state holds, at row ``rows[j]`` of ``parts``
-    (empty for a stopped one)."""
+    (empty for a stopped one); the products of its pairs computed anew where the checkpoint has
+    none."""
     if j in rows:
-        return {name: parts[name][rows[j]].copy() for name in _RUNNING_ARRAYS}
-    empty, no_pairs = np.zeros(0), np.zeros((0, n))
-    return {"grad": empty, "trial": x, "direction": empty, "s": no_pairs, "y": no_pairs}
+        part = {name: parts[name][rows[j]].copy() for name in _RUNNING_ARRAYS + _PRODUCT_ARRAYS
+                if name in parts}  # fmt: skip
+        if len(part) < len(_RUNNING_ARRAYS) + len(_PRODUCT_ARRAYS):
+            part["sy"], part["yy"] = pair_products(part["s"], part["y"], n_pairs, newest)
+        return part
+    empty, no_pairs, no_products = np.zeros(0), np.zeros((0, n)), np.zeros((0, 0))
+    return {
+        "grad": empty, "trial": x, "direction": empty, "s": no_pairs, "y": no_pairs,
+        "sy": no_products, "yy": no_products,
+    }  # fmt: skip
 
 
 def _results_of(record: Any, arrays: dict, shapes: _Shapes) -> list[TrainResult]:
