@@ -630,7 +630,9 @@ def finalize(sums: BlockSums, params: Params, l2: float) -> tuple[float, Params]
     coef = np.asarray(params.coef, dtype=np.float64)
     scale = 1.0 / sums.weight_sum
     loss = sums.loss_sum * scale + l2 * float(np.vdot(coef, coef))
-    grad_coef = sums.grad_coef_sum * scale
+    # In the weights' layout whatever the sums' (a sparse kernel's are Fortran-ordered), so that
+    # the penalty's addition and the optimizer's flattening run over contiguous memory.
+    grad_coef = np.multiply(sums.grad_coef_sum, scale, out=np.empty_like(coef))
     grad_coef += (2.0 * l2) * coef  # in place: the same bits as g·scale + 2λW, one array less
     grad_intercept = None if params.intercept is None else sums.grad_intercept_sum * scale
     return loss, Params(grad_coef, grad_intercept)

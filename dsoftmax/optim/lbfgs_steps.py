@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg import blas
 
 from ..validation import finite_float, whole_number
 from .lbfgs import FTOL, MAX_LINE_SEARCH_EVALS, NOISE_PATIENCE
@@ -343,14 +344,15 @@ def _searched(
     if task == _FG and state.search_evals < MAX_LINE_SEARCH_EVALS and math.isfinite(step):
         return state._replace(search=search, trial=_point(state.x, step, state.direction))
     if task in (_CONV, _WARN):
-        return _accepted(state, loss, grad, options)
+        return _accepted(state, loss, grad, slope, options)
     return _search_failed(state, options)
 
 
 def _accepted(
-    state: LbfgsState, loss: float, grad: np.ndarray, options: LbfgsOptions
+    state: LbfgsState, loss: float, grad: np.ndarray, slope: float, options: LbfgsOptions
 ) -> LbfgsState:
-    """``trial`` becomes the iterate: the stopping rules, then the memory and a new search."""
+    """``trial`` becomes the iterate (``slope`` its gradient along the direction): the stopping
+    rules, then the memory and a new search."""
     previous_loss, previous_grad = state.loss, state.grad
     step = state.search.step
     decrease = previous_loss - loss
@@ -375,7 +377,7 @@ def _accepted(
         return _stopped(
             state, CONVERGED, "converged: relative reduction of the loss <= FTOL"
         )
-    state = _remember(state, step * state.direction, grad - previous_grad, previous_grad)
+    state = _remember(state, step, previous_grad, slope)
     return _begin_search(state, _direction(state), options, first=False)
 
 
@@ -417,16 +419,20 @@ def _begin_search(
 
 
 def _remember(
-    state: LbfgsState, s: np.ndarray, y: np.ndarray, previous_grad: np.ndarray
+    state: LbfgsState, step: float, previous_grad: np.ndarray, slope: float
 ) -> LbfgsState:
-    """Add the pair ``(s, y)`` to the memory, in place of its oldest pair once it is full, unless
-    its curvature ``sᵀy`` is not positive enough (scipy's test ``sᵀy > ε · (−g_kᵀs)``, ``g_k`` the
-    gradient before the step); its products with the pairs kept go into ``sy`` and ``yy``."""
-    if float(y @ s) <= _EPS * float(-previous_grad @ s):
+    """Add the pair ``s = step · direction``, ``y = grad − previous_grad`` to the memory, in place
+    of its oldest pair once it is full, unless its curvature is not positive enough: L-BFGS-B's
+    test ``sᵀy > ε · (−g_kᵀs)`` from the directional derivatives at both ends of the step
+    (``slope`` at the new iterate, the search's ``ginit`` at the old one). The pair's products
+    with the pairs kept go into ``sy`` and ``yy``."""
+    start_slope = state.search.ginit
+    if step * (slope - start_slope) <= _EPS * (-step * start_slope):
         return state
     memory = state.s.shape[0]
     newest = (state.newest + 1) % memory
-    state.s[newest], state.y[newest] = s, y
+    np.multiply(state.direction, step, out=state.s[newest])
+    y = np.subtract(state.grad, previous_grad, out=state.y[newest])
     # Column ``newest`` of S·y and Y·y: every pair kept is older than the new one.
     state.sy[:, newest] = state.s @ y
     products = state.y @ y
@@ -487,10 +493,12 @@ def _direction(state: LbfgsState) -> np.ndarray:
     p = scipy.linalg.solve_triangular(upper, middle @ a - gamma * y_grad, trans="T")
     s_coefficients, y_coefficients = np.zeros(memory), np.zeros(memory)
     s_coefficients[order], y_coefficients[order] = p, -gamma * a
-    # The ring's unused positions hold finite numbers (zeros, or pairs a cleared memory left).
-    direction = state.s.T @ s_coefficients
-    direction += state.y.T @ y_coefficients
-    direction += gamma * grad
+    # Into the last direction's array, which the new pair has been copied from: no model-sized
+    # temporary. The ring's unused positions hold finite numbers (zeros, or pairs a cleared
+    # memory left) and get coefficient 0.
+    direction = blas.dgemv(1.0, state.s.T, s_coefficients, 0.0, state.direction, overwrite_y=1)
+    direction = blas.dgemv(1.0, state.y.T, y_coefficients, 1.0, direction, overwrite_y=1)
+    direction = blas.daxpy(grad, direction, a=gamma)
     return np.negative(direction, out=direction)
 
 
