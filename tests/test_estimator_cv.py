@@ -355,3 +355,42 @@ def test_grid_checkpoints_hold_running_models_whole_and_refuse_bad_fields(tmp_pa
         manifest["grid_checkpoint"]["grid"][field] = original
         manifest_path.write_text(json.dumps(manifest))
     assert manager.load(mid_grid[0]).grid.max_running == 1
+
+
+def _used_products(state):
+    """The products an L-BFGS direction reads: ``sᵢᵀyⱼ`` for pair i not newer than pair j, and
+    every ``yᵢᵀyⱼ``, over the valid pairs."""
+    memory = state.s.shape[0]
+    order = [(state.newest - k) % memory for k in reversed(range(state.n_pairs))]
+    pairs = np.ix_(order, order)
+    return state.sy[pairs][np.triu_indices(len(order))], state.yy[pairs]
+
+
+def test_a_grid_checkpoint_without_the_pairs_products_resumes_with_the_same_products(tmp_path):
+    from dsoftmax.optim.lbfgs_steps import pair_products
+
+    X, y = _standardized(load_wine)
+    checkpoints = tmp_path / "ckpt"
+    SoftmaxRegressionCV(
+        l2s=[1e-3, 1e-1], cv=3, random_state=0, checkpoint_every=3,
+        checkpoint_dir=str(checkpoints), keep_checkpoints=10,
+    ).fit(X, y)  # fmt: skip
+    manager = GridCheckpointManager(str(checkpoints))
+    step = next(s for s in manager.steps() if manager.load(s).grid is not None)
+    stored = [state for state in manager.load(step).grid.lbfgs if state.running]
+    assert stored and all(state.n_pairs >= 2 for state in stored)
+    for state in stored:  # the products kept are the pairs' own, to the bit
+        sy, yy = pair_products(state.s, state.y, state.n_pairs, state.newest)
+        again = _used_products(state._replace(sy=sy, yy=yy))
+        assert all(np.array_equal(a, b) for a, b in zip(again, _used_products(state), strict=True))
+    # A checkpoint without them (written before they were kept) has them computed anew.
+    (directory,) = [d for d in checkpoints.glob("step-*") if int(d.name.split("-")[-1]) == step]
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for name in ("grid.sy", "grid.yy"):
+        del manifest["arrays"][name]
+        (directory / f"{name}.npy").unlink()
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    loaded = [state for state in manager.load(step).grid.lbfgs if state.running]
+    for before, after in zip(stored, loaded, strict=True):
+        for a, b in zip(_used_products(after), _used_products(before), strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -294,3 +294,26 @@ def test_dsoftmax_convert_stores_an_svmlight_file_sparse_and_fit_reads_it(tmp_pa
     dataset = open_dataset(out)
     assert dataset.layout == "csr" and dataset.n_nonzero == X.nnz
     assert abs(dataset.X.compute() - X.astype(np.float32)).max() < 1e-6
+
+
+def test_a_model_of_compact_size_reaches_sklearns_optimum_by_the_compact_lbfgs(monkeypatch):
+    import dsoftmax.optim.lbfgs as lbfgs
+
+    X, y = make_bag_of_words(600, 2**16, 5, nnz_per_row=30, seed=2, dtype="float64")
+    assert 5 * 2**16 >= lbfgs.COMPACT_MIN_PARAMS
+    # scikit-learn fits these 327,680 weights with scipy's L-BFGS-B, dsoftmax in the compact form.
+    sklearn_model = LogisticRegression(C=1.0, tol=1e-12, max_iter=10_000).fit(X, y)
+    l2 = l2_from_sklearn_C(1.0, X.shape[0])
+    expected = _objective(sklearn_model, X, y, l2)
+    runs = []
+    compact = lbfgs._minimize_compact
+
+    def recorded(*args, **kwargs):
+        result = compact(*args, **kwargs)
+        runs.append(result)
+        return result
+
+    monkeypatch.setattr(lbfgs, "_minimize_compact", recorded)
+    model = _fit(X, y, l2)
+    assert len(runs) == 1 and runs[0].converged and runs[0].n_iter == model.n_iter_
+    assert abs(_objective(model, X, y, l2) - expected) / expected < 1e-7
