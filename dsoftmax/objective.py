@@ -602,6 +602,26 @@ def sum_blocks(parts: list[BlockSums]) -> BlockSums:
     return total
 
 
+#: Bytes of weights per slice of :func:`finalize`'s gradient: a slice's temporaries stay in cache.
+FINALIZE_SLICE_BYTES = 1 << 18
+
+
+def _scaled_plus_penalty(
+    grad_sum: np.ndarray, scale: float, coef: np.ndarray, penalty: float
+) -> np.ndarray:
+    """``grad_sum · scale + penalty · coef`` (each product rounded, then their sum), in ``coef``'s
+    layout whatever ``grad_sum``'s (a sparse kernel's sums are Fortran-ordered), a slice of
+    features at a time: one pass over the three arrays and no model-sized temporary, which for a
+    model of millions of weights is most of the cost."""
+    out = np.empty_like(coef)
+    step = max(1, FINALIZE_SLICE_BYTES // (out.itemsize * max(1, out.shape[0])))
+    for lo in range(0, out.shape[1], step):
+        part = out[:, lo : lo + step]
+        np.multiply(grad_sum[:, lo : lo + step], scale, out=part)
+        part += penalty * coef[:, lo : lo + step]
+    return out
+
+
 def finalize(sums: BlockSums, params: Params, l2: float) -> tuple[float, Params]:
     """Turn reduced sums into the objective and its gradient.
 
@@ -630,10 +650,7 @@ def finalize(sums: BlockSums, params: Params, l2: float) -> tuple[float, Params]
     coef = np.asarray(params.coef, dtype=np.float64)
     scale = 1.0 / sums.weight_sum
     loss = sums.loss_sum * scale + l2 * float(np.vdot(coef, coef))
-    # In the weights' layout whatever the sums' (a sparse kernel's are Fortran-ordered), so that
-    # the penalty's addition and the optimizer's flattening run over contiguous memory.
-    grad_coef = np.multiply(sums.grad_coef_sum, scale, out=np.empty_like(coef))
-    grad_coef += (2.0 * l2) * coef  # in place: the same bits as g·scale + 2λW, one array less
+    grad_coef = _scaled_plus_penalty(sums.grad_coef_sum, scale, coef, 2.0 * l2)
     grad_intercept = None if params.intercept is None else sums.grad_intercept_sum * scale
     return loss, Params(grad_coef, grad_intercept)
 
