@@ -3,6 +3,7 @@ held-out scores and the choice, resume, workers, sgd/adam grids, model files and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import warnings
@@ -394,3 +395,13 @@ def test_a_grid_checkpoint_without_the_pairs_products_resumes_with_the_same_prod
     for before, after in zip(stored, loaded, strict=True):
         for a, b in zip(_used_products(after), _used_products(before), strict=True):
             np.testing.assert_array_equal(a, b)
+    # Pairs without positive curvature (a crafted file) are refused before a direction divides
+    # by their products.
+    s_path = directory / "grid.s.npy"
+    pairs = np.load(s_path)
+    pairs[0, stored[0].newest] = 0.0
+    np.save(s_path, pairs)
+    manifest["arrays"]["grid.s"]["sha256"] = hashlib.sha256(s_path.read_bytes()).hexdigest()
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="not positive"):
+        manager.load(step)
