@@ -234,6 +234,10 @@ def minimize_lbfgs(
 ) -> LbfgsResult:
     """Minimize ``fun`` with L-BFGS, stopping on the rules of the module docstring.
 
+    Below :data:`COMPACT_MIN_PARAMS` parameters this runs scipy's L-BFGS-B, from there the same
+    algorithm in its compact form (:mod:`dsoftmax.optim.lbfgs_steps`), whose step costs a third
+    of scipy's at millions of parameters.
+
     Parameters
     ----------
     fun : callable ``x -> (loss, grad)``
