@@ -1,11 +1,13 @@
 r"""L-BFGS one evaluation at a time: an explicit state, and a step that takes the next (loss, grad).
 
-:func:`dsoftmax.optim.minimize_lbfgs` calls the objective from inside scipy's loop. A grid of
-models trained together needs the opposite: each model's optimizer *asks* for the objective at a
-point and is *told* the answer later, when one pass over the data has computed every model's
-(reverse communication). Here the whole optimizer is a :class:`LbfgsState` (arrays and numbers,
-nothing hidden), :func:`lbfgs_start` makes the first one and :func:`lbfgs_step` turns a state and
-the objective at ``state.trial`` into the next state. A state can be checkpointed and a run
+For small models :func:`dsoftmax.optim.minimize_lbfgs` calls the objective from inside scipy's
+loop. A grid of models trained together needs the opposite: each model's optimizer *asks* for the
+objective at a point and is *told* the answer later, when one pass over the data has computed
+every model's (reverse communication); and a model of millions of weights needs an L-BFGS that
+does not copy them, which ``minimize_lbfgs`` then drives through this module. Here the whole
+optimizer is a :class:`LbfgsState` (arrays and numbers, nothing hidden), :func:`lbfgs_start`
+makes the first one and :func:`lbfgs_step` turns a state and the objective at ``state.trial``
+into the next state. A state can be checkpointed and a run
 resumed from it with the same bits as an uninterrupted one.
 
 The algorithm is scipy's L-BFGS-B without bounds, step for step:
@@ -30,9 +32,10 @@ more than its noise, or when the line search finds no lower loss within
 :data:`~dsoftmax.optim.lbfgs.MAX_LINE_SEARCH_EVALS` evaluations; stopped (not converged) after
 ``max_iter`` iterations. The result is always the last accepted iterate ``state.x``.
 
-A step writes a new pair into the memory arrays of the state it is given (a model's memory is
-``2 · memory`` copies of its weights, too large to copy at every step): use only the state a step
-returns. Everything else a step returns is new.
+A step writes a new pair into the memory arrays of the state it is given and the next direction
+into that state's direction array (a model's memory is ``2 · memory`` copies of its weights, too
+large to copy at every step): use only the state a step returns. Its trial points are new
+arrays, never written afterwards, so the objective may keep them.
 """
 
 from __future__ import annotations
