@@ -7,8 +7,8 @@ every model's (reverse communication); and a model of millions of weights needs 
 does not copy them, which ``minimize_lbfgs`` then drives through this module. Here the whole
 optimizer is a :class:`LbfgsState` (arrays and numbers, nothing hidden), :func:`lbfgs_start`
 makes the first one and :func:`lbfgs_step` turns a state and the objective at ``state.trial``
-into the next state. A state can be checkpointed and a run
-resumed from it with the same bits as an uninterrupted one.
+into the next state. A state can be checkpointed and a run resumed from it with the same bits
+as an uninterrupted one.
 
 The algorithm is scipy's L-BFGS-B without bounds, step for step:
 
