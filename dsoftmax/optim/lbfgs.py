@@ -304,12 +304,20 @@ def minimize_lbfgs(
             message = str(result.message)
     best = tracker.accepted
     assert best is not None
+    return _result(best, tracker.n_iter, tracker.n_evals, converged, message)
+
+
+def _result(
+    accepted: _Evaluation, n_iter: int, n_evals: int, converged: bool, message: str
+) -> LbfgsResult:
+    """The result of a run whose last accepted iterate, with its loss and gradient, is
+    ``accepted``."""
     return LbfgsResult(
-        x=best.x.copy(),
-        loss=best.loss,
-        grad_max=float(np.max(np.abs(best.grad))),
-        n_iter=tracker.n_iter,
-        n_evals=tracker.n_evals,
+        x=accepted.x.copy(),
+        loss=accepted.loss,
+        grad_max=float(np.max(np.abs(accepted.grad))),
+        n_iter=n_iter,
+        n_evals=n_evals,
         converged=converged,
         message=message,
     )
@@ -337,12 +345,5 @@ def _minimize_compact(
         state = lbfgs_step(state, loss, grad, options)
         if callback is not None and state.iteration > iteration:
             callback(state.iteration, state.x.copy(), state.loss)
-    return LbfgsResult(
-        x=state.x.copy(),
-        loss=state.loss,
-        grad_max=float(np.max(np.abs(state.grad))),
-        n_iter=state.iteration,
-        n_evals=state.n_evals,
-        converged=state.converged,
-        message=state.message,
-    )
+    accepted = _Evaluation(state.x, state.loss, state.grad)
+    return _result(accepted, state.iteration, state.n_evals, state.converged, state.message)

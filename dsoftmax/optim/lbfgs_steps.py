@@ -63,6 +63,7 @@ __all__ = [
     "lbfgs_start",
     "lbfgs_step",
     "pair_products",
+    "positive_curvatures",
 ]
 
 #: Pairs ``(s, y)`` kept (scipy's ``maxcor`` default).
@@ -435,13 +436,20 @@ def _remember(
     memory = state.s.shape[0]
     newest = (state.newest + 1) % memory
     np.multiply(state.direction, step, out=state.s[newest])
-    y = np.subtract(state.grad, previous_grad, out=state.y[newest])
-    # Column ``newest`` of S·y and Y·y: every pair kept is older than the new one.
-    state.sy[:, newest] = state.s @ y
-    products = state.y @ y
-    state.yy[:, newest] = products
-    state.yy[newest, :] = products
+    np.subtract(state.grad, previous_grad, out=state.y[newest])
+    _store_products(state.s, state.y, state.sy, state.yy, newest)
     return state._replace(newest=newest, n_pairs=min(state.n_pairs + 1, memory))
+
+
+def _store_products(
+    s: np.ndarray, y: np.ndarray, sy: np.ndarray, yy: np.ndarray, j: int
+) -> None:
+    """The products of pair ``j`` with every pair: column ``j`` of ``sy`` (``sᵢᵀyⱼ``: every pair
+    kept is older than the one just added) and row and column ``j`` of ``yy``."""
+    sy[:, j] = s @ y[j]
+    products = y @ y[j]
+    yy[:, j] = products
+    yy[j, :] = products
 
 
 def pair_products(
@@ -463,11 +471,15 @@ def pair_products(
     memory = s.shape[0]
     sy, yy = np.zeros((memory, memory)), np.zeros((memory, memory))
     for j in _chronological(n_pairs, newest, memory):
-        sy[:, j] = s @ y[j]
-        products = y @ y[j]
-        yy[:, j] = products
-        yy[j, :] = products
+        _store_products(s, y, sy, yy, j)
     return sy, yy
+
+
+def positive_curvatures(state: LbfgsState) -> bool:
+    """Whether every valid pair of ``state`` has ``sᵀy > 0`` and ``yᵀy > 0``: a run keeps no
+    other (its direction divides by them), so a state read from a file must have them too."""
+    valid = _chronological(state.n_pairs, state.newest, state.s.shape[0])
+    return bool(np.all(state.sy[valid, valid] > 0) and np.all(state.yy[valid, valid] > 0))
 
 
 def _chronological(n_pairs: int, newest: int, memory: int) -> list[int]:

@@ -43,6 +43,7 @@ from ..optim.lbfgs_steps import (
     LineSearch,
     lbfgs_compact,
     pair_products,
+    positive_curvatures,
 )
 from ..training import TrainConfig, TrainResult
 from ..validation import is_integer
@@ -392,21 +393,13 @@ def _lbfgs_states(
             message=typed(messages[j], (str,), where)[:_MAX_MESSAGE],
             **values,
         )
-        if state.running and not _curvatures_positive(state):
+        if state.running and not positive_curvatures(state):
             raise ModelFileError(
                 f"{where}: model {j}'s memory holds a pair whose sᵀy or yᵀy is not positive; "
                 "a run only keeps pairs of positive curvature."
             )
         states.append(state if state.running else lbfgs_compact(state))
     return states
-
-
-def _curvatures_positive(state: LbfgsState) -> bool:
-    """Whether every valid pair of ``state`` has ``sᵀy > 0`` and ``yᵀy > 0``, as the memory
-    of a run always has: its direction divides by them."""
-    memory = state.s.shape[0]
-    valid = [(state.newest - k) % memory for k in range(state.n_pairs)]
-    return bool(np.all(state.sy[valid, valid] > 0) and np.all(state.yy[valid, valid] > 0))
 
 
 def _max_running(record: dict, where: str) -> int | None:
