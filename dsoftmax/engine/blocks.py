@@ -31,9 +31,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse
+from dask.sizeof import sizeof
 
 from .. import kernels
 from ..kernels import sparse as sparse_kernel
+from ..kernels.sparse_columns import ColumnForm, column_form
 from ..metrics import add_metrics, add_reports, block_report, report_of_logits, sum_metrics
 from ..objective import (
     Params,
@@ -54,6 +56,7 @@ __all__ = [
     "evaluate_share",
     "in_kernel_dtype",
     "row_weights",
+    "with_column_form",
 ]
 
 
@@ -65,11 +68,14 @@ class _BlockRows(NamedTuple):
 
 class Block(_BlockRows):
     """The rows of one chunk, as held in worker memory: the tuple ``(X, labels,
-    sample_weight)`` (``X`` a NumPy array or a scipy.sparse CSR matrix), and ``folds``, per
-    row its fold code in a cross-validated grid (:mod:`dsoftmax.engine.grid`), None outside
-    one (not an item of the tuple, so that a block unpacks as its three row arrays)."""
+    sample_weight)`` (``X`` a NumPy array or a scipy.sparse CSR matrix), ``folds``, per row its
+    fold code in a cross-validated grid (:mod:`dsoftmax.engine.grid`), None outside one, and
+    ``columns``, a sparse ``X``'s column form for the column-ordered kernel
+    (:mod:`dsoftmax.kernels.sparse_columns`), None when it has none. The last two are not items
+    of the tuple, so that a block unpacks as its three row arrays."""
 
     folds: np.ndarray | None
+    columns: ColumnForm | None
 
     def __new__(
         cls,
@@ -77,10 +83,21 @@ class Block(_BlockRows):
         labels: np.ndarray,
         sample_weight: np.ndarray | None,
         folds: np.ndarray | None = None,
+        columns: ColumnForm | None = None,
     ) -> Block:
         block = super().__new__(cls, X, labels, sample_weight)
         block.folds = folds
+        block.columns = columns
         return block
+
+
+@sizeof.register(Block)
+def _block_sizeof(block: Block) -> int:
+    """What Dask counts for a held block: its row arrays, fold codes and column form."""
+    parts = (*block, block.folds)
+    return sum(sizeof(part) for part in parts if part is not None) + (
+        0 if block.columns is None else block.columns.nbytes
+    )
 
 
 class Share(NamedTuple):
@@ -135,16 +152,30 @@ def assemble_block(
     labels: np.ndarray,
     sample_weight: np.ndarray | None,
     folds: np.ndarray | None = None,
+    *,
+    column_order: bool = False,
 ) -> Block:
     """One chunk of every row array, as one object kept in worker memory.
 
     Each array is made C-contiguous and aligned: a chunk that came from another worker can be
     a view at an odd offset into the message it arrived in, and NumPy works on misaligned data
     through temporary copies, many times slower. A sparse chunk becomes a CSR matrix of such
-    arrays; its values are left as they are, for the value checks to see.
+    arrays; its values are left as they are, for the value checks to see. With
+    ``column_order``, a sparse chunk also keeps its column form, for blocks held in memory and
+    evaluated whole many times (it costs about the CSR arrays' bytes again).
     """
-    features = _aligned_csr(X) if scipy.sparse.issparse(X) else _aligned(X)
-    return Block(features, _aligned(labels), _aligned(sample_weight), _aligned(folds))
+    sparse = scipy.sparse.issparse(X)
+    features = _aligned_csr(X) if sparse else _aligned(X)
+    columns = column_form(features) if sparse and column_order else None
+    return Block(features, _aligned(labels), _aligned(sample_weight), _aligned(folds), columns)
+
+
+def with_column_form(block: Block) -> Block:
+    """``block`` with the column form of its sparse ``X`` (itself when dense, or when it has
+    one already)."""
+    if block.columns is not None or not scipy.sparse.issparse(block.X):
+        return block
+    return Block(*block, block.folds, column_form(block.X))
 
 
 def _aligned(array: np.ndarray | None) -> np.ndarray | None:
@@ -238,7 +269,9 @@ def _sums_leaves(evaluation: Evaluation, share: Share, blocks: Iterator[Block]) 
             )
         labels, weights = _selected(block, rows, evaluation.class_weight)
         if rows is None:
-            yield kernels.block_sums(prepared, block.X, labels, weights, out=out)
+            yield kernels.block_sums(
+                prepared, block.X, labels, weights, out=out, columns=block.columns
+            )
         else:
             yield kernels.rows_sums(prepared, block.X, labels, weights, rows, out=out)
 

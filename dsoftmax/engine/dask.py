@@ -43,6 +43,7 @@ import dask.array as da
 import distributed
 
 from ..data import check_row_chunks
+from ..data.sparse import is_sparse_dask
 from ..defaults import HOLD_CHOICES
 from ..kernels.dense import compute_dtype, is_storage_dtype
 from ..objective import Params
@@ -169,21 +170,27 @@ class DaskEngine(Evaluations):
         self._placement_stale = False
         self._parts = block_parts(X, labels, sample_weight, folds)
         self._sources = block_sources(self._parts)
-        self._block_bytes = block_sizes(X, labels, sample_weight, folds, client)
+        read_bytes = block_sizes(X, labels, sample_weight, folds, client)
+        # Held sparse blocks of a single model keep their column form (the faster kernel),
+        # about as many bytes again; a grid's stacked kernel reads rows only.
+        column_order = folds is None and is_sparse_dask(X)
+        held_bytes = [2 * size for size in read_bytes] if column_order else read_bytes
         self._kernel_dtype = compute_dtype(X.dtype) if is_storage_dtype(X.dtype) else None
         workers = _worker_memory(client)
         memory_limit = total_memory_limit(workers)
         persisted = any(source is None for source in self._sources)
         if hold == "auto" and not persisted and workers:
             self.hold, reason = hold_choice(
-                self._block_bytes,
+                held_bytes,
                 workers,
                 work_bytes=kernel_work_bytes(self.chunk_rows, X.shape[1], n_classes),
                 budget_fraction=held_memory_fraction(),
             )
             logger.info("dsoftmax: %s", reason)
         else:
-            self.hold = resolve_hold(hold, sum(self._block_bytes), memory_limit, persisted)
+            self.hold = resolve_hold(hold, sum(held_bytes), memory_limit, persisted)
+        self._column_order = column_order and self.hold == "memory"
+        self._block_bytes = held_bytes if self._column_order else read_bytes
         self.window = window_blocks(
             self._block_bytes,
             workers,
@@ -309,7 +316,9 @@ class DaskEngine(Evaluations):
                     # Keys unique to this engine: another client releasing the same data's keys
                     # at the same moment must not cancel ours ("lost dependencies").
                     loads[index] = assemble(
-                        *self._parts[index], dask_key_name=f"{self._key_prefix}-{index}"
+                        *self._parts[index],
+                        column_order=self._column_order,
+                        dask_key_name=f"{self._key_prefix}-{index}",
                     )
         futures = self.client.compute(list(loads.values()))
         for index, future in zip(loads, futures, strict=True):

@@ -28,7 +28,15 @@ import numpy as np
 from ..defaults import DEFAULT_CHUNK_ROWS
 from ..sampling import RowBatch, block_starts, full_batch
 from .base import Evaluations, LoadProgress
-from .blocks import KINDS, Block, Evaluation, Share, assemble_block, evaluate_share
+from .blocks import (
+    KINDS,
+    Block,
+    Evaluation,
+    Share,
+    assemble_block,
+    evaluate_share,
+    with_column_form,
+)
 from .plan import block_bytes, contiguous_plan, plan_shares
 from .reduce import node_value, tree_root
 
@@ -98,6 +106,9 @@ class LocalEngine(Evaluations):
                 self.n_threads, thread_name_prefix="dsoftmax-local"
             )
         self.blocks: list[Block] = []
+        # Held sparse blocks of a single model keep their column form (the faster kernel);
+        # a grid's stacked kernel reads rows only.
+        self._column_order = folds is None
         if hold == "memory":
             sizes = block_bytes(self.chunk_rows, X, labels, sample_weight)
             self.blocks = self._load(lazy and progress, sizes)
@@ -106,9 +117,9 @@ class LocalEngine(Evaluations):
         """Every block, read (Dask input) on the engine's threads."""
         indices = range(len(self._sources))
         if self._pool is None:
-            reads: Any = map(self._read_block, indices)
+            reads: Any = map(self._held_block, indices)
         else:
-            reads = self._pool.map(self._read_block, indices)
+            reads = self._pool.map(self._held_block, indices)
         blocks = []
         with LoadProgress(block_bytes, progress, "this process") as bar:
             for block, size in zip(reads, block_bytes, strict=True):
@@ -143,6 +154,10 @@ class LocalEngine(Evaluations):
         if self.blocks:
             return (self.blocks[index] for index in indices)
         return (self._read_block(index) for index in indices)
+
+    def _held_block(self, index: int) -> Block:
+        block = self._read_block(index)
+        return with_column_form(block) if self._column_order else block
 
     def _read_block(self, index: int) -> Block:
         """Block ``index``, read from its source; a failed read is logged at INFO with its

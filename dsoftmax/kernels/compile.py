@@ -14,7 +14,15 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["FASTMATH", "VECTOR_BITS", "jit", "prefetch_read", "prefetch_write", "wide_vectors"]
+__all__ = [
+    "FASTMATH",
+    "ORDERED",
+    "VECTOR_BITS",
+    "jit",
+    "prefetch_read",
+    "prefetch_write",
+    "wide_vectors",
+]
 
 #: The widest vectors the kernels' loops are compiled to, in bits: LLVM's default on AVX-512
 #: processors is 256 (``prefer-256-bit``), which halves the products' arithmetic per instruction.
@@ -24,12 +32,19 @@ VECTOR_BITS = 512
 #: infinity keep their IEEE meaning.
 FASTMATH = frozenset({"reassoc", "contract", "nsz", "arcp"})
 
+#: Contraction to FMA only: every sum keeps the order the code gives it, so two loops that add
+#: the same terms in the same order give the same bits whatever LLVM makes of each (the sparse
+#: kernels' row and column orders, int32 and int64 indices).
+ORDERED = frozenset({"contract"})
 
-def jit(function: Callable | None = None, *, fastmath: bool = True) -> Callable:
-    """``numba.njit`` with the kernels' options; usable as ``@jit`` or ``@jit(fastmath=False)``."""
+
+def jit(function: Callable | None = None, *, fastmath: bool | frozenset = True) -> Callable:
+    """``numba.njit`` with the kernels' options; usable as ``@jit``, ``@jit(fastmath=False)``
+    or with a set of LLVM's fast-math flags (``@jit(fastmath=frozenset({"contract"}))``)."""
 
     def compile_function(python_function: Callable) -> Callable:
-        options = {"nogil": True, "fastmath": set(FASTMATH) if fastmath else False}
+        flags = FASTMATH if fastmath is True else fastmath
+        options = {"nogil": True, "fastmath": set(flags) if flags else False}
         try:
             return njit(cache=True, **options)(python_function)
         except RuntimeError:  # numba found no writable cache directory

@@ -21,6 +21,10 @@ The gradient is accumulated as ``Gᵀ`` (n_features, n_classes) and returned as 
 ``G`` (a Fortran-ordered view of shape (n_classes, n_features)): adding such sums elementwise
 gives the same bits whatever their memory order.
 
+A block held in memory with its column form is evaluated whole by :mod:`.sparse_columns`
+instead, with the same bits: the loops here and there are compiled without reassociation
+(:data:`dsoftmax.kernels.compile.ORDERED`), so each sum keeps the order its code gives it.
+
 Indices are read as they are stored (int32 or int64, so blocks of more than 2³¹ non-zeros work).
 The kernel checks every row's pointers and every column index against the block's bounds as it
 reads them: a malformed matrix raises a ValueError instead of reading outside its arrays.
@@ -36,7 +40,7 @@ import numpy as np
 import scipy.sparse
 
 from ..objective import BlockMetrics, BlockSums, Params
-from .compile import jit, prefetch_read, prefetch_write
+from .compile import ORDERED, jit, prefetch_read, prefetch_write
 from .dense import Prepared as DensePrepared
 from .dense import _checked_rows, _row_data, _Rows
 from .wide import _shifted_row_terms
@@ -240,12 +244,14 @@ def rows_sums(
 
 
 def _gradient_arrays(
-    prepared: SparsePrepared, out: tuple[np.ndarray, np.ndarray] | None
+    prepared: SparsePrepared, out: tuple[np.ndarray, np.ndarray] | None, *, zeroed: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``Gᵀ`` (n_features, n_classes) and the intercept's sums, zeroed, in ``out`` if given."""
+    """``Gᵀ`` (n_features, n_classes) and the intercept's sums, in ``out`` if given; zeroed
+    unless ``zeroed`` is False (for a kernel that writes every entry)."""
     n_features, n_classes = prepared.coef_t.shape
     if out is None:
-        return np.zeros((n_features, n_classes)), np.zeros(n_classes)
+        make = np.zeros if zeroed else np.empty
+        return make((n_features, n_classes)), make(n_classes)
     coef_buffer, intercept_buffer = out
     if (
         coef_buffer.dtype != np.float64
@@ -261,8 +267,9 @@ def _gradient_arrays(
         )
     grad_t = coef_buffer.reshape(-1)[: n_features * n_classes].reshape(n_features, n_classes)
     grad_intercept = intercept_buffer.reshape(-1)[:n_classes]
-    grad_t.fill(0.0)
-    grad_intercept.fill(0.0)
+    if zeroed:
+        grad_t.fill(0.0)
+        grad_intercept.fill(0.0)
     return grad_t, grad_intercept
 
 
@@ -338,7 +345,7 @@ def decision_function(prepared: SparsePrepared | Params, X: Any) -> np.ndarray:
 # -- the compiled loops ---------------------------------------------------------------------
 
 
-@jit
+@jit(fastmath=ORDERED)
 def _prefetch_row(array, j, write):
     """Prefetch row ``j`` of ``array``: its first and last elements (and its middle one, for a
     row about to be written), which covers a row of a few cache lines; the hardware streams the
@@ -354,7 +361,7 @@ def _prefetch_row(array, j, write):
         prefetch_read(array, j, last)
 
 
-@jit
+@jit(fastmath=ORDERED)
 def _prefetch_ahead(indices, p, array, write):
     """Prefetch the row of ``array`` that the non-zero :data:`PREFETCH_AHEAD` after ``p``
     reads, when that non-zero exists and its index is in range."""
@@ -365,7 +372,7 @@ def _prefetch_ahead(indices, p, array, write):
             _prefetch_row(array, j, write)
 
 
-@jit
+@jit(fastmath=ORDERED)
 def _row_logits(indptr, indices, values, i, coef_t, intercept, phi):
     """``phi = b + Σ_p values[p] · Wᵀ[indices[p]]`` over the non-zeros of row ``i``; returns a
     status (:data:`_OK`, :data:`_BAD_POINTERS` or :data:`_BAD_INDEX`)."""
@@ -387,13 +394,36 @@ def _row_logits(indptr, indices, values, i, coef_t, intercept, phi):
     return _OK
 
 
-@jit
+@jit(fastmath=ORDERED)
+def _row_residual(phi, r, labels, scratch, residual, grad_intercept):
+    """Row ``r``'s logits ``phi`` (overwritten) give its residual ``w·(s·P − Y)`` in
+    ``residual`` (float64), added into ``grad_intercept``; returns its weighted loss. Shared by
+    the row and the column kernels, so that both give the same bits."""
+    ids, targets, use_targets, weights, weighted = labels
+    n_classes = phi.shape[0]
+    _, target_logit, target_sum, normalizer = _shifted_row_terms(
+        phi, ids, targets, use_targets, r, scratch
+    )
+    w = weights[r] if weighted else 1.0
+    scale = w * target_sum / float(normalizer)
+    for k in range(n_classes):
+        residual[k] = scale * float(phi[k])
+    if use_targets:
+        for k in range(n_classes):
+            residual[k] -= w * float(targets[r, k])
+    else:
+        residual[ids[r]] -= w
+    for k in range(n_classes):
+        grad_intercept[k] += residual[k]
+    return w * (target_sum * math.log(float(normalizer)) - target_logit)
+
+
+@jit(fastmath=ORDERED)
 def _sums_kernel(
     indptr, indices, values, rows, gather, coef_t, intercept, labels, grad_t, grad_intercept
 ):
     """The block's weighted loss sum, with its gradient sums added into ``grad_t`` (Gᵀ) and
     ``grad_intercept``; returns ``(loss, status, row)``."""
-    ids, targets, use_targets, weights, weighted = labels
     n_classes = coef_t.shape[1]
     n_rows = rows.shape[0] if gather else indptr.shape[0] - 1
     phi = np.empty(n_classes, dtype=coef_t.dtype)
@@ -405,21 +435,7 @@ def _sums_kernel(
         status = _row_logits(indptr, indices, values, i, coef_t, intercept, phi)
         if status != _OK:
             return loss, status, i
-        _, target_logit, target_sum, normalizer = _shifted_row_terms(
-            phi, ids, targets, use_targets, r, scratch
-        )
-        w = weights[r] if weighted else 1.0
-        loss += w * (target_sum * math.log(float(normalizer)) - target_logit)
-        scale = w * target_sum / float(normalizer)
-        for k in range(n_classes):
-            residual[k] = scale * float(phi[k])
-        if use_targets:
-            for k in range(n_classes):
-                residual[k] -= w * float(targets[r, k])
-        else:
-            residual[ids[r]] -= w
-        for k in range(n_classes):
-            grad_intercept[k] += residual[k]
+        loss += _row_residual(phi, r, labels, scratch, residual, grad_intercept)
         for p in range(indptr[i], indptr[i + 1]):
             _prefetch_ahead(indices, p, grad_t, True)
             j = indices[p]
@@ -429,7 +445,7 @@ def _sums_kernel(
     return loss, _OK, 0
 
 
-@jit
+@jit(fastmath=ORDERED)
 def _metrics_kernel(indptr, indices, values, rows, gather, coef_t, intercept, labels):
     """``(weighted loss sum, weighted correct sum, status, row)`` of the block's rows."""
     ids, targets, use_targets, weights, weighted = labels
@@ -459,7 +475,7 @@ def _metrics_kernel(indptr, indices, values, rows, gather, coef_t, intercept, la
     return loss, correct, _OK, 0
 
 
-@jit
+@jit(fastmath=ORDERED)
 def _logits_kernel(indptr, indices, values, coef_t, intercept, logits):
     """Every row's logits into ``logits`` (n_rows, n_classes); returns ``(status, row)``."""
     for i in range(indptr.shape[0] - 1):
