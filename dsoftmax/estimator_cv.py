@@ -131,8 +131,9 @@ chunk_rows, hold_data, storage_options, verbose
         float64 copies of its weights (its ``(s, y)`` memory, iterate, gradient, trial point,
         direction, stacked weights and sums), so a grid of large models trains as many at once
         as this allows and starts the next one whenever one stops: passes grow, memory does not.
-        The models and their results are the same; a resumed fit keeps the number it started
-        with.
+        The models and their results are the same up to the rounding of the stacked products;
+        a resumed fit keeps the number it started with, and so the bits of an uninterrupted
+        one.
 
     Attributes
     ----------
@@ -349,7 +350,10 @@ chunk_rows, hold_data, storage_options, verbose
                 resume=None if found is None else found.grid, checkpoint=hook,
                 max_running=max_running,
             )  # fmt: skip
-            metrics = _held_out(problem, results, models, max_running or len(models))
+            # Scored as many at a time as trained (a resumed grid keeps its first cap): the
+            # stack's height can change the rounding of its products.
+            trained_at_once = _cap_kept(found, max_running)
+            metrics = _held_out(problem, results, models, trained_at_once or len(models))
             scores = held_out_scores(metrics, self.scoring).reshape(self._grid_shape(models))
             if checkpoints is not None:
                 checkpoints.grid_done(results, scores)
@@ -563,6 +567,13 @@ chunk_rows, hold_data, storage_options, verbose
             params["learning_rate"] = self.learning_rate_
         return params
 
+
+
+def _cap_kept(found: Any, max_running: int | None) -> int | None:
+    """The most models trained at once: a resumed L-BFGS grid's own cap, else ``max_running``
+    (as :func:`dsoftmax.grid.loop.train_grid` decides)."""
+    run = None if found is None else found.grid
+    return run.max_running if run is not None and run.lbfgs else max_running
 
 
 def _held_out(
