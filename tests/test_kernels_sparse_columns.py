@@ -199,3 +199,36 @@ def _held_column_forms(dask_worker) -> int:
         isinstance(value, Block) and value.columns is not None
         for value in dask_worker.data.values()
     )
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_selection_of_rows_gives_the_bits_of_rows_sums(weighted):
+    params, X, ids, _, weights = make_problem(seed=17)
+    prepared = kernels.prepare_for(params, X)
+    columns = column_form(X)
+    rows = np.flatnonzero(np.random.default_rng(1).random(X.shape[0]) < 0.7)
+    sample_weight = weights[rows] if weighted else None
+    expected = sparse.rows_sums(prepared, X, ids[rows], sample_weight, rows)
+    got = column_sums(prepared, X, columns, ids[rows], sample_weight, rows=rows)
+    assert_sums_identical(got, expected)
+    for bad in (rows[::-1], np.array([0, 0]), np.array([X.shape[0]])):
+        with pytest.raises(ValueError, match="strictly increasing"):
+            column_sums(prepared, X, columns, ids[: len(bad)], None, rows=bad)
+
+
+def test_a_sparse_grids_models_through_the_column_form_have_their_bits():
+    from dsoftmax.kernels.stacked import ROLE_HELD_OUT, ROLE_TRAIN, Stack
+    from dsoftmax.kernels.stacked_sparse import prepare_sparse_stack, sparse_stack_sums
+
+    params, X, ids, _, weights = make_problem(seed=19)
+    rng = np.random.default_rng(2)
+    coef = np.stack([params.coef * scale for scale in (0.5, 1.0, 2.0)])
+    intercept = np.stack([params.intercept] * 3)
+    roles = np.array([[ROLE_TRAIN, ROLE_HELD_OUT], [ROLE_HELD_OUT, ROLE_TRAIN]], dtype=np.uint8)
+    stack = Stack(coef, intercept, np.array([0, 1, -1]), roles)
+    codes = rng.integers(0, 2, X.shape[0])
+    prepared = prepare_sparse_stack(stack, X.dtype)
+    rows_kernel = sparse_stack_sums(prepared, X, ids, weights, codes)
+    through_columns = sparse_stack_sums(prepared, X, ids, weights, codes, columns=column_form(X))
+    for left, right in zip(through_columns, rows_kernel, strict=True):
+        np.testing.assert_array_equal(left, right)

@@ -171,9 +171,9 @@ class DaskEngine(Evaluations):
         self._parts = block_parts(X, labels, sample_weight, folds)
         self._sources = block_sources(self._parts)
         read_bytes = block_sizes(X, labels, sample_weight, folds, client)
-        # Held sparse blocks of a single model keep their column form (the faster kernel),
-        # about as many bytes again; a grid's stacked kernel reads rows only.
-        column_order = folds is None and is_sparse_dask(X)
+        # Held sparse blocks keep their column form (the faster kernel), about as many bytes
+        # again.
+        column_order = is_sparse_dask(X)
         held_bytes = [2 * size for size in read_bytes] if column_order else read_bytes
         self._kernel_dtype = compute_dtype(X.dtype) if is_storage_dtype(X.dtype) else None
         workers = _worker_memory(client)

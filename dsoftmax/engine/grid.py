@@ -103,7 +103,11 @@ def _grid_sums_leaves(
             out = _sums_out(prepared.n_models, prepared.n_classes, prepared.n_features)
         labels, weights = _selected(block, rows, evaluation.class_weight)
         codes = _fold_codes(block, rows, prepared.splits)
-        yield sums(prepared, block.X, labels, weights, codes, rows=rows, out=out)
+        if block.columns is None:
+            yield sums(prepared, block.X, labels, weights, codes, rows=rows, out=out)
+        else:
+            yield sums(prepared, block.X, labels, weights, codes, rows=rows, out=out,
+                       columns=block.columns)  # fmt: skip
 
 
 def _grid_metrics_leaves(

@@ -106,9 +106,6 @@ class LocalEngine(Evaluations):
                 self.n_threads, thread_name_prefix="dsoftmax-local"
             )
         self.blocks: list[Block] = []
-        # Held sparse blocks of a single model keep their column form (the faster kernel);
-        # a grid's stacked kernel reads rows only.
-        self._column_order = folds is None
         if hold == "memory":
             sizes = block_bytes(self.chunk_rows, X, labels, sample_weight)
             self.blocks = self._load(lazy and progress, sizes)
@@ -156,8 +153,8 @@ class LocalEngine(Evaluations):
         return (self._read_block(index) for index in indices)
 
     def _held_block(self, index: int) -> Block:
-        block = self._read_block(index)
-        return with_column_form(block) if self._column_order else block
+        """Block ``index`` as held: a sparse one with its column form (the faster kernel)."""
+        return with_column_form(self._read_block(index))
 
     def _read_block(self, index: int) -> Block:
         """Block ``index``, read from its source; a failed read is logged at INFO with its

@@ -114,10 +114,12 @@ def column_sums(
     labels: np.ndarray,
     sample_weight: np.ndarray | None = None,
     *,
+    rows: np.ndarray | None = None,
     out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> BlockSums:
-    """The sums of :func:`dsoftmax.kernels.sparse.block_sums` over the whole block ``X``, read
-    through its column form: the same bits.
+    """The sums of :func:`dsoftmax.kernels.sparse.block_sums` over the block ``X`` (or of
+    :func:`~dsoftmax.kernels.sparse.rows_sums` over its increasing ``rows``), read through its
+    column form: the same bits.
 
     Parameters
     ----------
@@ -127,7 +129,11 @@ def column_sums(
     columns : ColumnForm
         ``column_form(X)``.
     labels, sample_weight, out
-        As :func:`dsoftmax.kernels.sparse.block_sums`.
+        As :func:`dsoftmax.kernels.sparse.block_sums` (of the selected rows, with ``rows``).
+    rows : ndarray of int, optional
+        Strictly increasing local rows to sum over (a grid model's training rows); every row
+        when None. Every row's logits are computed either way: a selection costs what the block
+        costs.
 
     Returns
     -------
@@ -138,7 +144,8 @@ def column_sums(
     X = _checked_csr(prepared, X)
     _check_columns(columns, X)
     n_rows = X.shape[0]
-    data = _row_data(prepared, labels, sample_weight, n_rows)
+    selected, taken = _selection(rows, n_rows)
+    data = _row_data(prepared, labels, sample_weight, len(selected))
     n_classes = prepared.n_classes
     grad_t, grad_intercept = _gradient_arrays(prepared, out, zeroed=False)
     grad_intercept.fill(0.0)
@@ -146,11 +153,28 @@ def column_sums(
     residuals = work_array("column_residuals", (n_rows, n_classes), np.float64)
     loss = _column_sums_kernel(
         columns.columns, columns.starts, columns.rows, columns.values,
-        prepared.coef_t, prepared.intercept, tuple(data),
+        prepared.coef_t, prepared.intercept, tuple(data), selected, taken, rows is not None,
         logits, residuals, grad_t, grad_intercept,
     )  # fmt: skip
-    weight_sum = float(np.sum(data.weights)) if data.weighted else float(n_rows)
+    weight_sum = float(np.sum(data.weights)) if data.weighted else float(len(selected))
     return BlockSums(float(loss), grad_t.T, grad_intercept, weight_sum)
+
+
+def _selection(rows: np.ndarray | None, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The selected rows (every row for None) and a per-row mark of them (empty for None)."""
+    if rows is None:
+        return np.arange(n_rows, dtype=np.int64), np.zeros(0, dtype=np.bool_)
+    selected = np.ascontiguousarray(rows, dtype=np.int64)
+    if selected.ndim != 1 or (
+        len(selected)
+        and (selected[0] < 0 or selected[-1] >= n_rows or np.any(np.diff(selected) <= 0))
+    ):
+        raise ValueError(
+            f"rows must be strictly increasing local rows of a block of {n_rows} rows."
+        )
+    taken = np.zeros(n_rows, dtype=np.bool_)
+    taken[selected] = True
+    return selected, taken
 
 
 def _check_columns(columns: ColumnForm, X: Any) -> None:
@@ -218,12 +242,12 @@ def _fill_columns(indptr, indices, values, slots, rows, ordered):
 
 @jit(fastmath=ORDERED)
 def _column_sums_kernel(
-    columns, starts, rows, values, coef_t, intercept, labels, logits, residuals, grad_t,
-    grad_intercept,
+    columns, starts, rows, values, coef_t, intercept, labels, selected, taken, partial, logits,
+    residuals, grad_t, grad_intercept,
 ):  # fmt: skip
-    """The block's weighted loss sum; ``Gᵀ`` written into ``grad_t`` (every row of it: zeros
-    for the columns the block does not touch) and the intercept's sums added into
-    ``grad_intercept``."""
+    """The selected rows' weighted loss sum; ``Gᵀ`` written into ``grad_t`` (every row of it:
+    zeros for the columns the block does not touch) and the intercept's sums added into
+    ``grad_intercept``. With ``partial``, only rows marked in ``taken`` add to the gradient."""
     n_rows, n_classes = logits.shape
     for i in range(n_rows):
         for k in range(n_classes):
@@ -237,8 +261,9 @@ def _column_sums_kernel(
                 logits[i, k] += x * coef_t[j, k]
     scratch = np.empty(n_classes, dtype=np.int32)
     loss = 0.0
-    for r in range(n_rows):
-        loss += _row_residual(logits[r], r, labels, scratch, residuals[r], grad_intercept)
+    for r in range(selected.shape[0]):
+        i = selected[r]
+        loss += _row_residual(logits[i], r, labels, scratch, residuals[i], grad_intercept)
     accumulated = np.empty(n_classes, dtype=np.float64)
     written = 0
     for c in range(columns.shape[0]):
@@ -250,6 +275,8 @@ def _column_sums_kernel(
             accumulated[k] = 0.0
         for q in range(starts[c], starts[c + 1]):
             i = rows[q]
+            if partial and not taken[i]:
+                continue
             x = float(values[q])
             for k in range(n_classes):
                 accumulated[k] += x * residuals[i, k]

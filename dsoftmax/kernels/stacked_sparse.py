@@ -6,9 +6,11 @@ non-zeros times the classes, so one product of the stacked ``(m·K) × d`` weigh
 Each model therefore runs :func:`dsoftmax.kernels.sparse.rows_sums` (or ``block_sums`` when it
 takes every row) over its training rows, and :func:`~dsoftmax.kernels.sparse.block_metrics` over
 its held-out rows, one model after another, its gradient scattered into one work array that the
-next model reuses. A model's sums are then exactly those of a fit of that model alone on those
-rows, and the results have the shapes and meaning of :mod:`dsoftmax.kernels.stacked`'s, so they
-add up with the same reduce. Pure NumPy and numba: no Dask, no I/O.
+next model reuses; a block held with its column form runs each model's sums through it
+(:mod:`dsoftmax.kernels.sparse_columns`), the same bits. A model's sums are then exactly those
+of a fit of that model alone on those rows, and the results have the shapes and meaning of
+:mod:`dsoftmax.kernels.stacked`'s, so they add up with the same reduce. Pure NumPy and numba:
+no Dask, no I/O.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from ..objective import BlockSums, Params, work_array
 from . import sparse
 from .dense import _checked_rows
+from .sparse_columns import ColumnForm, column_sums
 from .stacked import (
     ROLE_HELD_OUT,
     ROLE_TRAIN,
@@ -124,7 +127,10 @@ def _model_sums(
     weights: np.ndarray | None,
     local: np.ndarray | None,
     work: tuple[np.ndarray, np.ndarray],
+    columns: ColumnForm | None,
 ) -> BlockSums:
+    if columns is not None:
+        return column_sums(model, X, columns, labels, weights, rows=local, out=work)
     if local is None:
         return sparse.block_sums(model, X, labels, weights, out=work)
     return sparse.rows_sums(model, X, labels, weights, local, out=work)
@@ -139,14 +145,18 @@ def sparse_stack_sums(
     *,
     rows: np.ndarray | None = None,
     out: StackSums | None = None,
+    columns: ColumnForm | None = None,
 ) -> StackSums:
     """Every model's loss and gradient sums over its training rows of one CSR block: model
     ``j``'s are those of :func:`dsoftmax.kernels.sparse.rows_sums` over them, bit for bit.
 
     Arguments and result are those of :func:`dsoftmax.kernels.stacked.stack_sums`, ``X`` being a
-    scipy.sparse CSR matrix.
+    scipy.sparse CSR matrix; ``columns``, X's column form, evaluates a whole block's models
+    through it (:func:`dsoftmax.kernels.sparse_columns.column_sums`, the same bits; ignored
+    for a selection of ``rows``).
     """
     X, codes, rows = _inputs(prepared, X, codes, rows)
+    columns = columns if rows is None else None
     m, K, d = prepared.n_models, prepared.n_classes, prepared.n_features
     sums = zeroed_sums(out, m, K, d)
     labels = np.asarray(labels)
@@ -155,7 +165,7 @@ def sparse_stack_sums(
     for j, model in enumerate(prepared.models):
         positions, local = _model_rows(prepared, codes, rows, j, ROLE_TRAIN)
         part = _model_sums(model, X, _of(labels, positions), _of(sample_weight, positions),
-                           local, work)  # fmt: skip
+                           local, work, columns)  # fmt: skip
         sums.loss_sum[j] = part.loss_sum
         sums.grad_coef_sum[j] = part.grad_coef_sum
         sums.grad_intercept_sum[j] = part.grad_intercept_sum
