@@ -232,3 +232,22 @@ def test_a_sparse_grids_models_through_the_column_form_have_their_bits():
     through_columns = sparse_stack_sums(prepared, X, ids, weights, codes, columns=column_form(X))
     for left, right in zip(through_columns, rows_kernel, strict=True):
         np.testing.assert_array_equal(left, right)
+
+
+def test_a_block_of_far_more_features_than_values_is_sorted_to_the_same_form(monkeypatch):
+    from dsoftmax.kernels import sparse_columns
+
+    _, X, _, _, _ = make_problem(seed=21)
+    X = with_duplicates(X)
+    counted = column_form(X)
+    monkeypatch.setattr(sparse_columns, "COUNTING_SORT_BYTES", 0)
+    X.indptr, X.indices = X.indptr.astype(np.int64), X.indices.astype(np.int64)
+    X.indices *= 2**20  # 300 · 2^20 features over a few thousand values: sorted, not counted
+    wide = scipy.sparse.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], 300 * 2**20))
+    sorted_form = column_form(wide)
+    np.testing.assert_array_equal(sorted_form.columns, counted.columns * 2**20)
+    for left, right in zip(sorted_form[1:4], counted[1:4], strict=True):
+        np.testing.assert_array_equal(left, right)
+        assert left.dtype == right.dtype
+    empty = scipy.sparse.csr_matrix((3, 300 * 2**20), dtype=np.float32)
+    assert column_form(empty).rows.shape == (0,)

@@ -43,7 +43,11 @@ from .sparse import (
     _row_residual,
 )
 
-__all__ = ["ColumnForm", "column_form", "column_sums"]
+__all__ = ["COUNTING_SORT_BYTES", "ColumnForm", "column_form", "column_sums"]
+
+#: A column form is built by a counting sort (8 bytes per feature, for a moment) when those
+#: bytes are at most this or the block's own, else by sorting its non-zeros.
+COUNTING_SORT_BYTES = 16 * 1024 * 1024
 
 
 class ColumnForm(NamedTuple):
@@ -93,9 +97,22 @@ def column_form(X: Any) -> ColumnForm | None:
     if n_rows >= 2**31:
         return None
     indptr, indices, values = _arrays(X)
-    counts = np.zeros(n_features, dtype=np.int64)
-    if not _count_columns(indptr, indices, counts):
+    if not _sorted_in_range(indptr, indices, n_features):
         return None
+    own_bytes = indptr.nbytes + indices.nbytes + values.nbytes
+    if 8 * n_features <= max(COUNTING_SORT_BYTES, own_bytes):
+        columns, starts, rows, ordered = _by_counting(indptr, indices, values, n_features)
+    else:
+        columns, starts, rows, ordered = _by_sorting(indptr, indices, values)
+    return ColumnForm(columns, starts, rows, ordered, (int(n_rows), int(n_features)))
+
+
+def _by_counting(
+    indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n_features: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The column form's arrays by a counting sort: one count per feature (8 bytes each)."""
+    counts = np.zeros(n_features, dtype=np.int64)
+    _count_columns(indptr, indices, counts)
     columns = np.flatnonzero(counts)
     starts = np.zeros(len(columns) + 1, dtype=np.int64)
     np.cumsum(counts[columns], out=starts[1:])
@@ -104,7 +121,24 @@ def column_form(X: Any) -> ColumnForm | None:
     rows = np.empty(starts[-1], dtype=np.int32)
     ordered = np.empty(starts[-1], dtype=values.dtype)
     _fill_columns(indptr, indices, values, slots, rows, ordered)
-    return ColumnForm(columns, starts, rows, ordered, (int(n_rows), int(n_features)))
+    return columns, starts, rows, ordered
+
+
+def _by_sorting(
+    indptr: np.ndarray, indices: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The column form's arrays by a stable sort of the non-zeros' columns: memory in the
+    non-zeros only, for blocks whose features far outnumber them (hashed spaces of 10^7+)."""
+    first, last = int(indptr[0]), int(indptr[-1])
+    stored = indices[first:last]
+    order = np.argsort(stored, kind="stable")  # positions, hence rows, increase per column
+    by_column = stored[order]
+    breaks = np.flatnonzero(np.diff(by_column)) + 1
+    heads = np.concatenate(([0], breaks)) if len(by_column) else breaks
+    columns = by_column[heads].astype(np.int64)
+    starts = np.concatenate((heads, [len(by_column)])).astype(np.int64)
+    row_of = np.repeat(np.arange(len(indptr) - 1, dtype=np.int32), np.diff(indptr))
+    return columns, starts, row_of[order], values[first:last][order]
 
 
 def column_sums(
@@ -209,14 +243,15 @@ def _check_columns(columns: ColumnForm, X: Any) -> None:
 
 
 @jit(fastmath=ORDERED)
-def _count_columns(indptr, indices, counts):
-    """Count each column's non-zeros into ``counts``; False when a row's pointers or indices
-    are out of range or its indices decrease."""
-    n_features = counts.shape[0]
+def _sorted_in_range(indptr, indices, n_features):
+    """Whether every row's pointers lie within the stored values, in order, and its indices
+    within ``[0, n_features)`` and never decreasing."""
+    if indptr[0] < 0:
+        return False
     for i in range(indptr.shape[0] - 1):
         start = indptr[i]
         stop = indptr[i + 1]
-        if start < 0 or stop < start or stop > indices.shape[0]:
+        if stop < start or stop > indices.shape[0]:
             return False
         previous = 0
         for p in range(start, stop):
@@ -224,8 +259,14 @@ def _count_columns(indptr, indices, counts):
             if j < previous or j >= n_features:
                 return False
             previous = j
-            counts[j] += 1
     return True
+
+
+@jit(fastmath=ORDERED)
+def _count_columns(indptr, indices, counts):
+    """Count each column's non-zeros into ``counts`` (the matrix already checked)."""
+    for p in range(indptr[0], indptr[indptr.shape[0] - 1]):
+        counts[indices[p]] += 1
 
 
 @jit(fastmath=ORDERED)
