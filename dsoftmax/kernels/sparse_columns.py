@@ -15,13 +15,15 @@ that stay in cache):
 Every sum adds the same terms in the same order as the row kernel: a row's logits add its
 non-zeros in increasing column order, which is the row kernel's order when the row's column
 indices are sorted, and a gradient entry adds its rows' terms in increasing row order, as the
-row kernel does. The two kernels therefore give the same bits, and :func:`column_form` builds
+row kernel does. The two kernels therefore give the same bits (both are compiled without
+reassociation, :data:`~dsoftmax.kernels.compile.ORDERED`), and :func:`column_form` builds
 the column order only for blocks whose rows have sorted indices (duplicates are kept, in their
 order); for any other block it returns None and the row kernel runs.
 
-The column form costs one counting sort per block (about half a kernel's time) and as many
-bytes as the CSR arrays again, so it pays for blocks held in memory and evaluated many times,
-not for streamed ones. Pure NumPy and numba: no Dask, no I/O.
+The column form costs one sort per block (a counting sort, or a sort of the non-zeros where
+the features far outnumber them: about one evaluation of the block) and as many bytes as the
+CSR arrays again, so it pays for blocks held in memory and evaluated many times, not for
+streamed ones. Pure NumPy and numba: no Dask, no I/O.
 """
 
 from __future__ import annotations
