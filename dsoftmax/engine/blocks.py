@@ -164,10 +164,9 @@ def assemble_block(
     ``column_order``, a sparse chunk also keeps its column form, for blocks held in memory and
     evaluated whole many times (it costs about the CSR arrays' bytes again).
     """
-    sparse = scipy.sparse.issparse(X)
-    features = _aligned_csr(X) if sparse else _aligned(X)
-    columns = column_form(features) if sparse and column_order else None
-    return Block(features, _aligned(labels), _aligned(sample_weight), _aligned(folds), columns)
+    features = _aligned_csr(X) if scipy.sparse.issparse(X) else _aligned(X)
+    block = Block(features, _aligned(labels), _aligned(sample_weight), _aligned(folds))
+    return with_column_form(block) if column_order else block
 
 
 def with_column_form(block: Block) -> Block:

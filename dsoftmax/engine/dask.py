@@ -34,8 +34,8 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from concurrent.futures import CancelledError, ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import CancelledError
 from typing import Any
 
 import dask
@@ -43,7 +43,6 @@ import dask.array as da
 import distributed
 
 from ..data import check_row_chunks
-from ..data.sparse import is_sparse_dask
 from ..defaults import HOLD_CHOICES
 from ..kernels.dense import compute_dtype, is_storage_dtype
 from ..objective import Params
@@ -52,11 +51,9 @@ from .actor import SERVED_KINDS, BlockServer, decode_reply, encode_request
 from .base import Evaluations, LoadProgress
 from .blocks import (
     KINDS,
-    Block,
     Evaluation,
     Share,
     assemble_block,
-    evaluate_share,
     in_kernel_dtype,
 )
 from .plan import (
@@ -74,7 +71,14 @@ from .plan import (
     window_blocks,
 )
 from .reduce import Node, node_value, tree_root
-from .sources import block_parts, block_sizes, block_sources, check_fold_chunks, read_block
+from .sources import (
+    block_parts,
+    block_sizes,
+    block_sources,
+    check_fold_chunks,
+    held_block_sizes,
+)
+from .tasks import evaluate_held_share, evaluate_streamed_share, hold_params
 
 logger = logging.getLogger("dsoftmax")
 
@@ -171,10 +175,7 @@ class DaskEngine(Evaluations):
         self._parts = block_parts(X, labels, sample_weight, folds)
         self._sources = block_sources(self._parts)
         read_bytes = block_sizes(X, labels, sample_weight, folds, client)
-        # Held sparse blocks keep their column form (the faster kernel), about as many bytes
-        # again.
-        column_order = is_sparse_dask(X)
-        held_bytes = [2 * size for size in read_bytes] if column_order else read_bytes
+        held_bytes = held_block_sizes(X, read_bytes)
         self._kernel_dtype = compute_dtype(X.dtype) if is_storage_dtype(X.dtype) else None
         workers = _worker_memory(client)
         memory_limit = total_memory_limit(workers)
@@ -189,8 +190,7 @@ class DaskEngine(Evaluations):
             logger.info("dsoftmax: %s", reason)
         else:
             self.hold = resolve_hold(hold, sum(held_bytes), memory_limit, persisted)
-        self._column_order = column_order and self.hold == "memory"
-        self._block_bytes = held_bytes if self._column_order else read_bytes
+        self._block_bytes = held_bytes if self.hold == "memory" else read_bytes
         self.window = window_blocks(
             self._block_bytes,
             workers,
@@ -317,7 +317,7 @@ class DaskEngine(Evaluations):
                     # at the same moment must not cancel ours ("lost dependencies").
                     loads[index] = assemble(
                         *self._parts[index],
-                        column_order=self._column_order,
+                        column_order=self.hold == "memory",
                         dask_key_name=f"{self._key_prefix}-{index}",
                     )
         futures = self.client.compute(list(loads.values()))
@@ -533,7 +533,8 @@ class DaskEngine(Evaluations):
 
     def _evaluate_streaming(self, evaluation: Evaluation, batch: RowBatch) -> dict[Node, Any]:
         """One task per worker over a contiguous share of the blocks, read from their source as
-        it goes (:func:`evaluate_streamed_share`); nothing stays in worker memory."""
+        it goes (:func:`dsoftmax.engine.tasks.evaluate_streamed_share`); nothing stays in worker
+        memory."""
         evaluation = self._ship_params(evaluation)
         plan = contiguous_plan(batch.blocks, self.chunk_rows, self._worker_addresses())
         shares = plan_shares(plan, self._starts)
@@ -615,44 +616,6 @@ class DaskEngine(Evaluations):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-# -- worker tasks (their names show on the Dask dashboard) ------------------------------------
-
-
-def evaluate_held_share(
-    evaluation: Evaluation, share: Share, blocks: list[Block]
-) -> tuple[str, list[tuple[Node, Any]]]:
-    """Worker task: :func:`dsoftmax.engine.blocks.evaluate_share` over blocks held in worker
-    memory, with the worker's address (so the client notices when work moved after a worker
-    loss)."""
-    return distributed.get_worker().address, evaluate_share(evaluation, share, blocks)
-
-
-def evaluate_streamed_share(
-    evaluation: Evaluation, share: Share, sources: list[tuple[Any, Any, Any]]
-) -> list[tuple[Node, Any]]:
-    """Worker task: :func:`dsoftmax.engine.blocks.evaluate_share` over blocks read from their
-    source one after the other, the next one in a thread while the current one is evaluated: at
-    most two blocks are in memory at a time, and the store's latency hides behind the
-    arithmetic."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsoftmax-prefetch") as pool:
-
-        def blocks() -> Iterator[Block]:
-            upcoming = pool.submit(read_block, sources[0])
-            for step in range(len(sources)):
-                block = upcoming.result()
-                if step + 1 < len(sources):
-                    upcoming = pool.submit(read_block, sources[step + 1])
-                yield block
-                del block
-
-        return evaluate_share(evaluation, share, blocks())
-
-
-def hold_params(params: Params) -> Params:
-    """Task that holds the parameters of one evaluation on a worker."""
-    return params
 
 
 # -- helpers ----------------------------------------------------------------------------------

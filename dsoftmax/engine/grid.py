@@ -103,11 +103,9 @@ def _grid_sums_leaves(
             out = _sums_out(prepared.n_models, prepared.n_classes, prepared.n_features)
         labels, weights = _selected(block, rows, evaluation.class_weight)
         codes = _fold_codes(block, rows, prepared.splits)
-        if block.columns is None:
-            yield sums(prepared, block.X, labels, weights, codes, rows=rows, out=out)
-        else:
-            yield sums(prepared, block.X, labels, weights, codes, rows=rows, out=out,
-                       columns=block.columns)  # fmt: skip
+        # Only sparse blocks have a column form, and only the sparse stack reads one.
+        form = {} if block.columns is None else {"columns": block.columns}
+        yield sums(prepared, block.X, labels, weights, codes, rows=rows, out=out, **form)
 
 
 def _grid_metrics_leaves(

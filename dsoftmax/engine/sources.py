@@ -22,7 +22,14 @@ from .plan import block_bytes
 
 logger = logging.getLogger("dsoftmax")
 
-__all__ = ["block_parts", "block_sizes", "block_sources", "check_fold_chunks", "read_block"]
+__all__ = [
+    "block_parts",
+    "block_sizes",
+    "block_sources",
+    "check_fold_chunks",
+    "held_block_sizes",
+    "read_block",
+]
 
 
 def read_block(source: tuple[Any, ...]) -> Block:
@@ -114,6 +121,12 @@ def block_sizes(
         sizes = counted.compute() if client is None else client.compute(counted).result()
         features = [int(size) for size in sizes]
     return [rows * per_row + size for rows, size in zip(chunk_rows, features, strict=True)]
+
+
+def held_block_sizes(X: da.Array, sizes: list[int]) -> list[int]:
+    """The bytes of each block once held in memory: a sparse block keeps its column form too
+    (:func:`dsoftmax.engine.blocks.assemble_block`), about as many bytes again."""
+    return [2 * size for size in sizes] if is_sparse_dask(X) else list(sizes)
 
 
 def _csr_block_bytes(block: Any) -> np.ndarray:
